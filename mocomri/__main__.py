@@ -1,0 +1,3 @@
+from mocomri.cli import main
+
+raise SystemExit(main())

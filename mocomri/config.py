@@ -1,0 +1,244 @@
+"""The typed configuration tree, loaded from YAML and overridden with ``section.key=value``.
+
+Every section is a dataclass; loading walks the tree and type-checks each value, so an unknown
+key or a wrong type is an error that names the dotted key (``optim.lr: expected float, got 'abc'``).
+The resolved config is written into every run directory and every checkpoint as a plain dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mocomri.data.settings import AugmentConfig, DataConfig
+from mocomri.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """The encoder. ``name`` comes from the registry in :mod:`mocomri.models.encoders`."""
+
+    name: str = "resnet18"
+    in_channels: int = 1
+    width: int = 64  # channels of the first stage; 64 is the standard ResNet, 16-32 suits a CPU
+
+
+@dataclass
+class MocoConfig:
+    """MoCo v2 settings (arXiv:1911.05722, arXiv:2003.04297)."""
+
+    queue_size: int = 4096  # K in the MoCo paper
+    momentum: float = 0.99  # m in the MoCo paper (its default 0.999 assumes ImageNet-length runs)
+    momentum_schedule: str = "constant"  # "constant" | "cosine" (MoCo v3: m rises to 1)
+    temperature: float = 0.2  # T in the paper (MoCo v2: 0.2)
+    proj_dim: int = 128
+    proj_hidden_dim: int = 2048
+    mask_same_subject: bool = True  # slices of one subject are not negatives of each other
+    shuffle_bn: str = "auto"  # "auto" | "ddp" | "split" | "none"
+    bn_splits: int = 8  # sub-batches for split-BN on a single device
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # "sgd" | "adamw"
+    lr: float = 0.06  # per 256 images; scaled by batch_size / 256
+    weight_decay: float = 5e-4
+    sgd_momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    epochs: float = 10.0
+    max_steps: int = 0  # > 0 overrides epochs
+    time_budget_min: float = 0.0  # > 0 stops (with a checkpoint) after this wall time
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
+    channels_last: str = "auto"  # "auto" | "true" | "false"
+    deterministic: bool = False
+    out_dir: str = "runs/default"
+    checkpoint_every_steps: int = 200
+    keep_checkpoints: int = 2
+    compile: bool = False
+
+
+@dataclass
+class LogConfig:
+    every_steps: int = 10
+    tensorboard: bool = True
+    knn_monitor: bool = True  # kNN accuracy each epoch when the manifest has labels
+    knn_k: int = 20
+    knn_max_items: int = 2000
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    moco: MocoConfig = field(default_factory=MocoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Returns ``value`` converted to ``tp`` where that is lossless; raises ConfigError otherwise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return [_check_value(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp) or (str, Any)
+        return {str(k): _check_value(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected float, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected str, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for k, v in values.items():
+        where = f"{prefix}.{k}" if prefix else k
+        kwargs[k] = _check_value(v, hints[k], where)
+    obj = cls(**kwargs)
+    post = getattr(obj, "validate", None)
+    if callable(post):
+        post()
+    return obj
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parses an override's right-hand side as YAML, so ``0.99``, ``true``, ``[1,2]`` work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Loads a YAML config (optionally inheriting ``base: other.yaml``) and applies overrides.
+
+    Args:
+        path: a YAML file; None starts from the defaults.
+        overrides: ``section.key=value`` strings, values parsed as YAML.
+
+    Returns:
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, or a malformed override; the message names it.
+        FileNotFoundError: the YAML file does not exist.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        tree = _read_yaml_with_base(Path(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, text = item.split("=", 1)
+        _set_dotted(tree, key.strip(), _parse_scalar(text))
+    return _build(Config, tree)
+
+
+def _read_yaml_with_base(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as f:
+        tree = yaml.safe_load(f) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = tree.pop("base", None)
+    if base is not None:
+        tree = _merge(_read_yaml_with_base((path.parent / base).resolve()), tree)
+    return tree
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain Python containers (what checkpoints and run directories store)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuilds (and re-validates) a config stored by :func:`config_to_dict`."""
+    return _build(Config, tree)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)

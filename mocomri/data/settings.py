@@ -1,0 +1,140 @@
+"""Config sections for the data layer: what to load, how to preprocess it, how to augment it.
+
+``DataConfig`` is the ``data:`` section and ``AugmentConfig`` the ``augment:`` section of a
+``configs/*.yaml`` file (see :mod:`mocomri.config`). Every field is typed and has a default, so a
+config only names what it changes, e.g. ``augment.families.flair.noise_prob=0.5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from mocomri.errors import ConfigError
+
+KINDS = ("auto", "slices2d", "patches3d", "images2d")
+
+
+@dataclass
+class DataConfig:
+    """Where the scans are and how they become network inputs."""
+
+    manifest: str = ""  # manifest CSV (see data_manifests/README.md)
+    pretrain_splits: list[str] = field(default_factory=lambda: ["train", "unlabeled"])
+    kind: str = "auto"  # "auto" (images2d for 2D files, slices2d for volumes) | "slices2d" | "patches3d" | "images2d"
+    image_size: int = 64  # side of 2D inputs (slices or images)
+    patch_size: int = 64  # side of 3D patches
+    slice_axis: int = 2  # axis of the RAS volume to slice (0 sagittal, 1 coronal, 2 axial)
+    min_foreground: float = 0.2  # skip slices with less foreground than this fraction of their area
+    spacing: list[float] | None = None  # resample volumes to this spacing (mm); None keeps the source
+    crop_foreground: bool = True  # crop each scan to the bounding box of its foreground (+ margin)
+    crop_margin: int = 2  # voxels kept around the foreground when cropping
+    clip_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # over the foreground
+    foreground_threshold: float = 0.1  # foreground: above p2 + this * (p98 - p2) of the scan
+    volume_index: int | None = 0  # which volume of a 4D NIfTI; None keeps all volumes as channels
+    cache_dir: str = ".cache/mocomri"  # preprocessed float16 memmaps (see mocomri.data.cache)
+    num_workers: int = 2
+    skip_bad: bool = False  # skip unreadable items (and report each) instead of failing
+    seed: int = 0  # seeds the augmentation streams (each DataLoader worker adds its own offset)
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first field with an impossible value."""
+        if self.kind not in KINDS:
+            raise ConfigError(f"data.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.image_size < 8 or self.patch_size < 8:
+            raise ConfigError("data.image_size and data.patch_size must be at least 8")
+        if self.slice_axis not in (0, 1, 2):
+            raise ConfigError(f"data.slice_axis: expected 0, 1 or 2, got {self.slice_axis}")
+        if not 0.0 <= self.min_foreground < 1.0:
+            raise ConfigError(f"data.min_foreground={self.min_foreground} must be in [0, 1)")
+        lo_hi = self.clip_percentiles
+        if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] < lo_hi[1] <= 100.0:
+            raise ConfigError(f"data.clip_percentiles={lo_hi} must be [low, high] with 0 <= low < high <= 100")
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise ConfigError(f"data.spacing={self.spacing} must be three positive numbers (mm)")
+
+
+@dataclass
+class AugmentParams:
+    """Strengths and probabilities of every augmentation, for one modality family.
+
+    Intensities are applied to the view rescaled to [0, 1] (see :mod:`mocomri.data.transforms`).
+    """
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # side of the random crop, fraction of the image
+    rotate_deg: float = 10.0  # in-plane rotation range, +/- degrees
+    scale: float = 0.1  # isotropic zoom range, +/- fraction
+    affine_prob: float = 0.5
+    elastic_prob: float = 0.0  # optional: off unless a config turns it on
+    elastic_magnitude: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    flip_prob: float = 0.5  # left-right only; never any other axis
+    bias_field_prob: float = 0.4
+    bias_field_coeff: float = 0.3  # polynomial coefficients drawn in [0, coeff] (MONAI RandBiasField)
+    gamma_prob: float = 0.5
+    gamma: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    gibbs_prob: float = 0.2
+    gibbs_alpha: list[float] = field(default_factory=lambda: [0.0, 0.6])
+    spike_prob: float = 0.05
+    spike_intensity: list[float] = field(default_factory=lambda: [8.0, 11.0])  # log-magnitude of the k-space spike
+    noise_prob: float = 0.3
+    noise_std: float = 0.03  # Rician noise std, fraction of the [0, 1] intensity range
+    histogram_shift_prob: float = 0.2
+    histogram_points: int = 8
+
+
+# Modality name (BIDS suffix) -> family. Families share augmentation settings because their
+# artefacts and noise levels are alike; anything not listed is "other".
+MODALITY_FAMILIES: dict[str, str] = {
+    "T1w": "t1", "T1": "t1", "T1c": "t1", "T1ce": "t1", "T1Gd": "t1", "MPRAGE": "t1",
+    "T2w": "t2", "T2": "t2", "PD": "t2", "PDw": "t2", "T2star": "t2", "T2starw": "t2",
+    "FLAIR": "flair", "T2FLAIR": "flair",
+    "DWI": "dwi", "dwi": "dwi", "ADC": "dwi", "bold": "dwi",
+}
+
+# Built-in per-family adjustments of AugmentConfig.base, applied before the config's own
+# ``families`` overrides. FLAIR and EPI-based scans have lower SNR and more ringing; EPI also
+# shows spikes more often and rarely a strong receive-bias field after scanner correction.
+FAMILY_DEFAULTS: dict[str, dict[str, float | list[float]]] = {
+    "t1": {},
+    "t2": {"gamma": [0.8, 1.3]},
+    "flair": {"noise_std": 0.05, "gibbs_prob": 0.3},
+    "dwi": {"noise_std": 0.08, "noise_prob": 0.5, "spike_prob": 0.15, "bias_field_prob": 0.2},
+    "other": {},
+}
+
+
+@dataclass
+class AugmentConfig:
+    """Modality-aware augmentation settings (see :mod:`mocomri.data.transforms`).
+
+    The parameters for a scan of modality ``m`` are ``base``, then ``FAMILY_DEFAULTS`` for the
+    family of ``m``, then ``families[<family>]`` from the config, each overriding the previous.
+    """
+
+    preset: str = "mri"  # "mri" (the full modality-aware pipeline) | "crop" (crop, resize, flip only) | "none"
+    base: AugmentParams = field(default_factory=AugmentParams)
+    families: dict[str, dict[str, float | list[float]]] = field(default_factory=dict)  # family -> {param: value}
+    modality_families: dict[str, str] = field(default_factory=dict)  # extra modality -> family mappings
+
+    def validate(self) -> None:
+        """Raises ConfigError naming an unknown preset, family or parameter."""
+        if self.preset not in ("mri", "crop", "none"):
+            raise ConfigError(f"augment.preset: expected 'mri', 'crop' or 'none', got {self.preset!r}")
+        known = {f.name for f in dataclasses.fields(AugmentParams)}
+        families = set(FAMILY_DEFAULTS) | set(self.modality_families.values())
+        for family, params in self.families.items():
+            if family not in families:
+                raise ConfigError(f"augment.families.{family}: unknown family (known: {', '.join(sorted(families))})")
+            for key in params:
+                if key not in known:
+                    raise ConfigError(f"augment.families.{family}.{key}: unknown parameter (known: {', '.join(sorted(known))})")
+
+    def family_of(self, modality: str) -> str:
+        """The augmentation family of a modality name (``"other"`` when unknown)."""
+        return self.modality_families.get(modality) or MODALITY_FAMILIES.get(modality, "other")
+
+    def params_for(self, modality: str) -> AugmentParams:
+        """The effective parameters for one modality: base, then family defaults, then overrides."""
+        family = self.family_of(modality)
+        merged = {**FAMILY_DEFAULTS.get(family, {}), **self.families.get(family, {})}
+        return dataclasses.replace(self.base, **merged)

@@ -1,0 +1,410 @@
+"""The MoCo pretraining loop: set lr and momentum → step → log → checkpoint → stop.
+
+Everything a run needs to continue after a crash lives in its checkpoint (model, momentum
+encoder, queue, optimiser, grad scaler, step, RNG states); the data order and augmentation
+seeds are pure functions of the step (:class:`~mocomri.train.sampler.ResumableSampler`), so a
+resumed run draws the same batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from mocomri.config import Config, config_to_dict, save_config
+from mocomri.errors import MocomriError
+from mocomri.models import MoCo, constant_momentum, cosine_momentum, create_encoder, spatial_dims_of
+from mocomri.train.checkpoint import (
+    atomic_save,
+    last_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from mocomri.train.logger import RunLogger
+from mocomri.train.lr_schedule import scaled_lr, warmup_cosine_lr
+from mocomri.train.monitors import alignment, embedding_spread, uniformity
+from mocomri.train.runtime import (
+    Runtime,
+    init_distributed,
+    seed_everything,
+    select_channels_last,
+    select_device,
+    select_precision,
+)
+from mocomri.train.sampler import ResumableSampler
+
+MOMENTUM_SCHEDULES = {"constant": constant_momentum, "cosine": cosine_momentum}
+COLLAPSE_SPREAD = 0.2  # embedding spread below this (of ~1 when spread out) is reported as collapse
+
+
+class NonFiniteLossError(MocomriError):
+    """The loss became NaN or Inf; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: float
+    final_accuracy: float
+    wall_time_s: float
+    stopped_early: bool
+
+
+def build_model(cfg: Config) -> MoCo:
+    """The MoCo module a config describes, on the CPU."""
+    backbone, feature_dim = create_encoder(cfg.model.name, in_channels=cfg.model.in_channels, width=cfg.model.width)
+    return MoCo(
+        backbone,
+        feature_dim,
+        proj_dim=cfg.moco.proj_dim,
+        proj_hidden_dim=cfg.moco.proj_hidden_dim,
+        queue_size=cfg.moco.queue_size,
+        temperature=cfg.moco.temperature,
+        mask_same_subject=cfg.moco.mask_same_subject,
+        shuffle_bn=cfg.moco.shuffle_bn,
+        bn_splits=cfg.moco.bn_splits,
+    )
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optim.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.sgd_momentum, weight_decay=cfg.optim.weight_decay)
+    if cfg.optim.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    raise ValueError(f"optim.name={cfg.optim.name!r} must be 'sgd' or 'adamw'")
+
+
+def make_runtime(cfg: Config) -> Runtime:
+    rank, world_size, local_rank = init_distributed()
+    device = select_device(cfg.train.device, local_rank)
+    return Runtime(
+        device=device,
+        precision=select_precision(cfg.train.precision, device),
+        channels_last=select_channels_last(cfg.train.channels_last, device, spatial_dims_of(cfg.model.name)),
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+    )
+
+
+def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
+    """Runs (or resumes) MoCo pretraining as ``cfg`` describes; returns where it wrote.
+
+    Writes into ``cfg.train.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``tb/``,
+    ``checkpoints/`` and, at the end, ``encoder.pt`` (the backbone's weights only) and
+    ``summary.json``.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
+    """
+    from mocomri.data.datasets import build_pretrain_dataset
+    from mocomri.data.manifest import read_manifest
+
+    rt = make_runtime(cfg)
+    if cfg.moco.momentum_schedule not in MOMENTUM_SCHEDULES:
+        raise ValueError(f"moco.momentum_schedule={cfg.moco.momentum_schedule!r} must be one of {sorted(MOMENTUM_SCHEDULES)}")
+    run_dir = Path(cfg.train.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.train.seed + rt.rank, cfg.train.deterministic)
+    if rt.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+
+    # ---- data
+    manifest = read_manifest(cfg.data.manifest)
+    dataset = build_pretrain_dataset(manifest, cfg.data, cfg.augment, cfg.data.pretrain_splits)
+    n_items = len(dataset)
+    if rt.is_main and cfg.moco.queue_size >= n_items:
+        warnings.warn(
+            f"moco.queue_size={cfg.moco.queue_size} >= {n_items} pretraining items: keys of a query's own "
+            "image (from earlier epochs) sit in the queue as negatives",
+            stacklevel=2,
+        )
+    sampler = ResumableSampler(n_items, cfg.train.batch_size, cfg.train.seed, rt.rank, rt.world_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=rt.device.type == "cuda",
+        drop_last=True,
+        prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+    )
+    steps_per_epoch = sampler.batches_per_epoch
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
+
+    # ---- model, optimiser, state
+    spatial_dims = spatial_dims_of(cfg.model.name)
+    fmt = torch.contiguous_format
+    if rt.channels_last:
+        fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+    model = build_model(cfg).to(rt.device, memory_format=fmt)
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    start_step = 0
+    ckpt_path = last_checkpoint(run_dir) if resume else None
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path, map_location=rt.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+        set_rng_state(state["rng"])
+        if rt.rank > 0:  # the checkpoint holds rank 0's RNG; keep the ranks' streams distinct
+            torch.manual_seed(cfg.train.seed * 7919 + rt.rank * 104_729 + start_step)
+        if rt.is_main:
+            print(f"resuming from {ckpt_path} at step {start_step}/{total_steps}")
+    net = model
+    if rt.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    peak_lr = scaled_lr(cfg.optim.lr, cfg.train.batch_size * rt.world_size)
+    warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
+    momentum_at = MOMENTUM_SCHEDULES[cfg.moco.momentum_schedule]
+
+    logger = RunLogger(run_dir, tensorboard=cfg.log.tensorboard, enabled=rt.is_main)
+    knn = _KnnMonitor(manifest, cfg, rt) if rt.is_main and cfg.log.knn_monitor else None
+    if rt.is_main:
+        print(
+            f"pretraining {cfg.model.name} (width {cfg.model.width}) on {n_items} items: "
+            f"{total_steps} steps of {cfg.train.batch_size}x{rt.world_size}, device {rt.device}, "
+            f"{rt.precision}{', channels-last' if rt.channels_last else ''}, K={cfg.moco.queue_size}, "
+            f"m={cfg.moco.momentum} ({cfg.moco.momentum_schedule}), T={cfg.moco.temperature} -> {run_dir}"
+        )
+
+    def checkpoint(step: int) -> None:
+        if rt.is_main:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "config": config_to_dict(cfg),
+                "rng": rng_state(),
+            }
+            save_checkpoint(run_dir, state, step, keep=cfg.train.keep_checkpoints)
+        if rt.distributed:
+            dist.barrier()
+
+    # ---- the loop
+    model.train()
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=rt.device)  # checked at log steps only
+    window = _Window(rt.device)
+    data_iter = None
+    started = time.perf_counter()
+    deadline = started + cfg.train.time_budget_min * 60 if cfg.train.time_budget_min > 0 else math.inf
+    stopped_early = False
+    last = {"loss": float("nan"), "accuracy": float("nan")}
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (rt.is_main and cfg.log.progress), unit="step", dynamic_ncols=True)
+    step = start_step
+    for step in range(start_step, total_steps):
+        epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+        if data_iter is None or batch_in_epoch == 0:
+            sampler.set_position(epoch, batch_in_epoch)
+            data_iter = iter(loader)
+
+        t_wait = time.perf_counter()
+        batch = next(data_iter)
+        window.wait_s += time.perf_counter() - t_wait
+        view_q = batch["view1"].to(rt.device, torch.float32, non_blocking=True).contiguous(memory_format=fmt)
+        view_k = batch["view2"].to(rt.device, torch.float32, non_blocking=True).contiguous(memory_format=fmt)
+        subjects = torch.as_tensor(batch["subject"]).to(rt.device, non_blocking=True)
+
+        lr = warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        m = momentum_at(step / total_steps, cfg.moco.momentum)
+
+        with rt.autocast():
+            out = net(view_q, view_k, momentum=m, subjects=subjects)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(out.loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+        # Non-finite losses are recorded on the device and looked at only at log steps, so the
+        # hot loop never waits for the device; a checkpoint is written only after such a look.
+        loss = out.loss.detach()
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
+        window.add(out, view_q.shape[0] * rt.world_size)
+        bar.update(1)
+
+        done = step + 1
+        end_of_epoch = done % steps_per_epoch == 0
+        out_of_time = time.perf_counter() > deadline
+        if done % cfg.log.every_steps == 0 or end_of_epoch or done == total_steps or out_of_time:
+            _raise_if_bad(first_bad_step, steps_per_epoch, run_dir)
+            record = window.flush(lr=lr, momentum=m)
+            record.update(_embedding_stats(out))
+            last = {"loss": record["loss"], "accuracy": record["contrastive_acc"]}
+            logger.log(done, record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['contrastive_acc']:.2f}")
+            if record["spread"] < COLLAPSE_SPREAD and rt.is_main:
+                tqdm.write(f"warning: embedding spread {record['spread']:.3f} at step {done}: the embeddings are collapsing")
+        if done % cfg.train.checkpoint_every_steps == 0 or end_of_epoch or done == total_steps or out_of_time:
+            _raise_if_bad(first_bad_step, steps_per_epoch, run_dir)
+            checkpoint(done)
+        if end_of_epoch and rt.is_main:
+            knn_acc = knn.measure(model.backbone, done) if knn is not None else None
+            if knn_acc is not None:
+                logger.log(done, {"knn_acc": knn_acc}, kind="monitor")
+            n_epochs = math.ceil(total_steps / steps_per_epoch)
+            tqdm.write(
+                f"epoch {epoch + 1}/{n_epochs}  loss {last['loss']:.4f}  contrastive acc {last['accuracy']:.3f}"
+                + (f"  kNN acc {knn_acc:.3f}" if knn_acc is not None else "")
+                + f"  {bar.format_dict.get('rate') or 0:.2f} step/s"
+            )
+        if out_of_time:
+            stopped_early = done < total_steps
+            if rt.is_main:
+                tqdm.write(f"time budget of {cfg.train.time_budget_min} min reached at step {done}/{total_steps}")
+            break
+    bar.close()
+    final_step = step + 1 if total_steps > start_step else start_step
+    wall = time.perf_counter() - started
+
+    if rt.is_main:
+        export_encoder(model, run_dir / "encoder.pt")
+        summary = {
+            "steps": final_step,
+            "total_steps": total_steps,
+            "final_loss": last["loss"],
+            "final_contrastive_acc": last["accuracy"],
+            "wall_time_s": wall,
+            "stopped_early": stopped_early,
+            "device": str(rt.device),
+            "precision": rt.precision,
+            "world_size": rt.world_size,
+            "encoder_sha1": _sha1(run_dir / "encoder.pt"),
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"done: {final_step} steps in {wall / 60:.1f} min; encoder -> {run_dir / 'encoder.pt'}; tensorboard --logdir {run_dir / 'tb'}")
+    logger.close()
+    if rt.distributed:
+        dist.barrier()
+    return PretrainResult(run_dir, final_step, last["loss"], last["accuracy"], wall, stopped_early)
+
+
+def export_encoder(model: MoCo, path: Path) -> None:
+    """Saves the backbone's ``state_dict`` alone: it loads into the plain torchvision/MONAI network."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
+    atomic_save(state, path)
+
+
+def _raise_if_bad(first_bad_step: torch.Tensor, steps_per_epoch: int, run_dir: Path) -> None:
+    bad = int(first_bad_step.item())
+    if bad < 0:
+        return
+    good = last_checkpoint(run_dir)
+    kept = f"the last good checkpoint is {good} (step {load_checkpoint(good)['step']})" if good else "no checkpoint had been written yet"
+    raise NonFiniteLossError(
+        f"the loss became NaN/Inf at step {bad + 1} (epoch {bad // steps_per_epoch + 1}, "
+        f"batch {bad % steps_per_epoch + 1}); the run stopped and {kept}. "
+        "Lower optim.lr, or try train.precision=fp32."
+    )
+
+
+def _embedding_stats(out) -> dict[str, float]:
+    q, k = out.q.detach(), out.k.detach()
+    return {
+        "spread": float(embedding_spread(q)),
+        "alignment": float(alignment(q, k)),
+        "uniformity": float(uniformity(q)),
+    }
+
+
+class _Window:
+    """Sums of the step outputs between two log steps, kept on the device until logged."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        self.steps = 0
+        self.images = 0
+        self.wait_s = 0.0
+        self.t0 = time.perf_counter()
+
+    def add(self, out, images: int) -> None:
+        vals = torch.stack([out.loss.detach(), out.accuracy.detach(), out.pos_logit.detach(), out.neg_logit.detach()])
+        self.sums += vals.double()
+        self.steps += 1
+        self.images += images
+
+    def flush(self, **extra: float) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        mean = (self.sums / max(self.steps, 1)).tolist()
+        record = {
+            "loss": mean[0],
+            "contrastive_acc": mean[1],
+            "pos_logit": mean[2],
+            "neg_logit": mean[3],
+            "images_per_s": self.images / elapsed,
+            "data_wait_frac": self.wait_s / elapsed,
+            **extra,
+        }
+        self.reset()
+        return record
+
+
+class _KnnMonitor:
+    """kNN accuracy of the frozen backbone, each epoch, when the manifest has labelled splits."""
+
+    def __init__(self, manifest, cfg: Config, rt: Runtime):
+        self.ready = False
+        labelled = [i for i, r in enumerate(manifest.rows) if r.label]
+        train = [i for i in labelled if manifest.rows[i].split == "train"]
+        test = [i for i in labelled if manifest.rows[i].split in ("val", "test")]
+        if not train or not test:
+            return
+        from mocomri.data.datasets import build_eval_dataset
+
+        self.rt = rt
+        self.k = cfg.log.knn_k
+        self.labels = [r.label for r in manifest.rows]
+        self.loaders = []
+        for splits in (["train"], ["val"] if any(manifest.rows[i].split == "val" for i in test) else ["test"]):
+            ds = build_eval_dataset(manifest, cfg.data, splits)
+            if len(ds) > cfg.log.knn_max_items:
+                g = torch.Generator().manual_seed(0)
+                keep = torch.randperm(len(ds), generator=g)[: cfg.log.knn_max_items].tolist()
+                ds = torch.utils.data.Subset(ds, sorted(keep))
+            self.loaders.append(DataLoader(ds, batch_size=256, num_workers=0))
+        self.ready = True
+
+    def measure(self, backbone: torch.nn.Module, step: int) -> float | None:
+        if not self.ready:
+            return None
+        import numpy as np
+
+        from mocomri.train.monitors import extract_features, knn_accuracy
+
+        (ftr, rtr), (fte, rte) = (extract_features(backbone, dl, self.rt.device, self.rt.autocast) for dl in self.loaders)
+        ytr = np.array([self.labels[i] for i in rtr])
+        yte = np.array([self.labels[i] for i in rte])
+        return knn_accuracy(ftr, ytr, fte, yte, k=self.k)
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,110 @@
+"""Where and how a run executes: device, precision, channels-last, seeding, process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved execution settings of one process."""
+
+    device: torch.device
+    precision: str  # "fp32" | "bf16" | "fp16"
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for the forward pass; a no-op in fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX-512 BF16 or AMX).
+
+    Without them bf16 autocast on the CPU is emulated and slower than fp32.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA (this process's local GPU) when present, else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def select_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 on CUDA with bf16 support or on CPUs with native bf16, fp16 on older GPUs, else fp32."""
+    if name not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"train.precision={name!r} must be one of auto, fp32, bf16, fp16")
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision='fp16' needs CUDA (use bf16 or fp32 on the CPU)")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def select_channels_last(setting: str, device: torch.device, spatial_dims: int) -> bool:
+    """Channels-last pays off for 2D convolutions on CUDA and on oneDNN CPUs; measured in BENCHMARKS.md."""
+    if setting not in ("auto", "true", "false"):
+        raise ValueError(f"train.channels_last={setting!r} must be auto, true or false")
+    if setting != "auto":
+        return setting == "true"
+    return spatial_dims == 2
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Joins the process group that ``torchrun`` describes in the environment, if any.
+
+    Returns:
+        (rank, world_size, local_rank); (0, 1, 0) for a plain single-process run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), local_rank
