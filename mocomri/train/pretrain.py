@@ -168,7 +168,11 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
             print(f"resuming from {ckpt_path} at step {start_step}/{total_steps}")
     net = model
     if rt.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+        # Buffers are not broadcast: the queue is kept identical by gathering keys from all ranks,
+        # and broadcasting it (K x C floats) every step would dominate the communication.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device] if rt.device.type == "cuda" else None, broadcast_buffers=False
+        )
     if cfg.train.compile:
         net = torch.compile(net)
     peak_lr = scaled_lr(cfg.optim.lr, cfg.train.batch_size * rt.world_size)
