@@ -35,7 +35,7 @@ class DataConfig:
     cache_dir: str = ".cache/mocomri"  # preprocessed float16 memmaps (see mocomri.data.cache)
     num_workers: int = 2
     skip_bad: bool = False  # skip unreadable items (and report each) instead of failing
-    seed: int = 0  # seeds the augmentation streams (each DataLoader worker adds its own offset)
+    seed: int = 0  # added to torch.initial_seed() to seed augmentations when num_workers=0 (workers get their own)
 
     def validate(self) -> None:
         """Raises ConfigError naming the first field with an impossible value."""
@@ -69,13 +69,13 @@ class AugmentParams:
     elastic_magnitude: list[float] = field(default_factory=lambda: [1.0, 2.0])
     flip_prob: float = 0.5  # left-right only; never any other axis
     bias_field_prob: float = 0.4
-    bias_field_coeff: float = 0.3  # polynomial coefficients drawn in [0, coeff] (MONAI RandBiasField)
+    bias_field_coeff: float = 0.2  # polynomial coefficients drawn in [0, coeff] (MONAI RandBiasField)
     gamma_prob: float = 0.5
     gamma: list[float] = field(default_factory=lambda: [0.7, 1.5])
     gibbs_prob: float = 0.2
     gibbs_alpha: list[float] = field(default_factory=lambda: [0.0, 0.6])
     spike_prob: float = 0.05
-    spike_intensity: list[float] = field(default_factory=lambda: [8.0, 11.0])  # log-magnitude of the k-space spike
+    spike_intensity: list[float] | None = None  # log-magnitude of the k-space spike; None: MONAI's, from the image
     noise_prob: float = 0.3
     noise_std: float = 0.03  # Rician noise std, fraction of the [0, 1] intensity range
     histogram_shift_prob: float = 0.2

@@ -141,6 +141,9 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
         pin_memory=rt.device.type == "cuda",
         drop_last=True,
         prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+        # A private generator: creating an iterator would otherwise draw from the global torch
+        # RNG, which a resumed run (one extra iterator) would then replay differently.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
     )
     steps_per_epoch = sampler.batches_per_epoch
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)

@@ -1,0 +1,41 @@
+"""Manifests: the CSV list of scans that every other part of mocomri reads.
+
+- :mod:`.schema`: ``ManifestRow``, ``Manifest``, ``read_manifest``, ``write_manifest`` and the
+  ``# root:`` convention;
+- :mod:`.scan`: discovery of BIDS trees, class-per-folder image trees and flat folders;
+- :mod:`.splits`: subject-level, label-stratified splits;
+- :mod:`.audit`: counts, unreadable files and duplicate/leakage checks by content hash.
+"""
+
+from mocomri.data.manifest.audit import AuditReport, audit
+from mocomri.data.manifest.scan import (
+    detect_layout,
+    guess_modality,
+    read_label_table,
+    scan_bids,
+    scan_class_folders,
+    scan_flat,
+    scan_root,
+)
+from mocomri.data.manifest.schema import COLUMNS, SPLITS, Manifest, ManifestRow, read_manifest, write_manifest
+from mocomri.data.manifest.splits import assign_splits, carve_by_subject
+
+__all__ = [
+    "COLUMNS",
+    "SPLITS",
+    "AuditReport",
+    "Manifest",
+    "ManifestRow",
+    "assign_splits",
+    "audit",
+    "carve_by_subject",
+    "detect_layout",
+    "guess_modality",
+    "read_label_table",
+    "read_manifest",
+    "scan_bids",
+    "scan_class_folders",
+    "scan_flat",
+    "scan_root",
+    "write_manifest",
+]

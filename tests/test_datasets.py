@@ -1,0 +1,161 @@
+"""Tests for mocomri.data.datasets: items, ids, slices, workers, and skipping bad scans."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+
+from mocomri.data.datasets import build_eval_dataset, build_pretrain_dataset, lr_axis
+from mocomri.data.manifest import Manifest, ManifestRow, assign_splits, scan_bids
+from mocomri.data.settings import AugmentConfig, DataConfig
+from mocomri.data.synthetic import make_cohort
+from mocomri.errors import DataError
+
+DATA = Path(__file__).parents[2] / "shared" / "data"
+IXI = DATA / "ixi-t1-10"
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Manifest:
+    root = make_cohort(tmp_path_factory.mktemp("ds") / "bids", subjects=4, modalities=["T1w", "FLAIR"],
+                       shape=(32, 32, 24), seed=0)
+    return Manifest(root, assign_splits(scan_bids(root), val_fraction=0.25, test_fraction=0.25, seed=0))
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory) -> DataConfig:
+    return DataConfig(cache_dir=str(tmp_path_factory.mktemp("cache")), image_size=32, patch_size=16,
+                      pretrain_splits=["train", "val", "test"])
+
+
+def test_build_pretrain_dataset__items_are_two_different_views_with_ids(manifest, cfg):
+    dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    item = dataset[0]
+    assert item["view1"].shape == item["view2"].shape == (1, 32, 32)
+    assert item["view1"].dtype == torch.float32
+    assert not torch.equal(item["view1"], item["view2"])
+    row = manifest.rows[dataset.item_rows[0]]
+    assert dataset.subjects[int(item["subject"])] == row.subject
+    assert dataset.modalities[int(item["modality"])] == row.modality
+    assert item["subject"].dtype == torch.int64
+
+
+def test_build_pretrain_dataset__slices_below_min_foreground_are_skipped(manifest, cfg):
+    dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    loose = build_pretrain_dataset(manifest, replace(cfg, min_foreground=0.0), AugmentConfig(), progress=False)
+    for scan in dataset.scans:
+        entry_slices = next(s for s in loose.scans if s.row == scan.row).slices
+        assert set(scan.slices) < set(entry_slices)  # some edge slices dropped
+    assert len(loose) == sum(len(s.slices) for s in loose.scans)
+    assert len(dataset) < len(loose)
+
+
+def test_build_pretrain_dataset__patches3d_gives_3d_views(manifest, cfg):
+    dataset = build_pretrain_dataset(manifest, replace(cfg, kind="patches3d"), AugmentConfig(), progress=False)
+    assert len(dataset) == len(manifest)  # one item per volume
+    item = dataset[0]
+    assert item["view1"].shape == (1, 16, 16, 16)
+    assert not torch.equal(item["view1"], item["view2"])
+
+
+def test_build_pretrain_dataset__splits_select_rows(manifest, cfg):
+    dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), splits=["test"], progress=False)
+    assert {manifest.rows[r].split for r in dataset.item_rows} == {"test"}
+
+
+def test_build_eval_dataset__deterministic_with_item_rows(manifest, cfg):
+    dataset = build_eval_dataset(manifest, cfg, ["train"], progress=False)
+    assert len(dataset.item_rows) == len(dataset)
+    assert {manifest.rows[r].split for r in dataset.item_rows} == {"train"}
+    first, again = dataset[3], dataset[3]
+    assert torch.equal(first["image"], again["image"])
+    assert first["image"].shape == (1, 32, 32)
+    assert int(first["row"]) == dataset.item_rows[3]
+    assert abs(float(first["image"].mean())) < 1e-4  # z-scored
+
+
+def test_build_eval_dataset__patches3d_resizes_whole_volume(manifest, cfg):
+    dataset = build_eval_dataset(manifest, replace(cfg, kind="patches3d"), ["train", "val", "test"], progress=False)
+    assert len(dataset) == len(manifest)
+    assert dataset[0]["image"].shape == (1, 16, 16, 16)
+
+
+def test_images2d__auto_kind_reads_png_files(tmp_path, cfg):
+    for i in range(3):
+        pixels = np.zeros((40, 30), dtype=np.uint8)
+        pixels[5:35, 5:25] = 100 + 40 * i
+        pixels[10:20, 10:15] = 30
+        Image.fromarray(pixels).convert("RGB").save(tmp_path / f"img{i}.png")  # RGB on purpose
+    rows = [ManifestRow(f"img{i}.png", f"s{i}", split="unlabeled") for i in range(3)]
+    dataset = build_pretrain_dataset(Manifest(tmp_path, rows), cfg, AugmentConfig(), ["unlabeled"], progress=False)
+    assert len(dataset) == 3
+    assert dataset.scans[0].kind == "images2d"
+    assert dataset[1]["view1"].shape == (1, 32, 32)  # one channel whatever the file's mode
+
+
+def test_lr_axis__left_right_axis_per_item_kind():
+    assert lr_axis("slices2d", 2) == 0 and lr_axis("slices2d", 1) == 0
+    assert lr_axis("slices2d", 0) is None  # sagittal slices have no left-right axis
+    assert lr_axis("images2d", 2) == 1 and lr_axis("patches3d", 2) == 0
+
+
+def test_dataloader__workers_draw_different_augmentations(manifest, cfg):
+    dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    same_item = Subset(dataset, [0, 0, 0, 0])
+    loader = DataLoader(same_item, batch_size=1, num_workers=2)
+    views = [batch["view1"][0] for batch in loader]
+    for i in range(len(views)):
+        for j in range(i + 1, len(views)):
+            assert not torch.equal(views[i], views[j]), f"items {i} and {j} got the same augmentation"
+
+
+def test_build_pretrain_dataset__same_seed_same_views_in_main_process(manifest, cfg):
+    a = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)[2]
+    b = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)[2]
+    assert torch.equal(a["view1"], b["view1"]) and torch.equal(a["view2"], b["view2"])
+
+
+@pytest.fixture
+def manifest_with_bad_rows(manifest, tmp_path) -> Manifest:
+    bad = tmp_path / "corrupt.nii.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00broken")
+    rows = [replace(r, path=str(Path(manifest.root, r.path))) for r in manifest.rows]
+    rows += [ManifestRow(str(bad), "bad1", split="train"), ManifestRow(str(tmp_path / "gone.nii.gz"), "bad2", split="train")]
+    return Manifest(Path("/"), rows)
+
+
+def test_build_pretrain_dataset__bad_scan_is_a_data_error_naming_it(manifest_with_bad_rows, cfg):
+    with pytest.raises(DataError, match=r"corrupt\.nii\.gz"):
+        build_pretrain_dataset(manifest_with_bad_rows, cfg, AugmentConfig(), progress=False)
+
+
+def test_build_pretrain_dataset__skip_bad_skips_and_reports_each(manifest_with_bad_rows, cfg):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = build_pretrain_dataset(manifest_with_bad_rows, replace(cfg, skip_bad=True), AugmentConfig(), progress=False)
+        evaluation = build_eval_dataset(manifest_with_bad_rows, replace(cfg, skip_bad=True), ["train"], progress=False)
+    skipped = [reason for _, reason in dataset.skipped]
+    assert len(skipped) == 2
+    assert "corrupt.nii.gz" in skipped[0] and "gone.nii.gz: file does not exist" in skipped[1]
+    assert len(evaluation.skipped) == 2
+    assert sum("skipped bad scan" in str(w.message) for w in caught) == 4
+    assert len(dataset) > 0
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not IXI.is_dir(), reason="../shared/data/ixi-t1-10 is absent")
+def test_build_pretrain_dataset__ixi_axial_slices(tmp_path):
+    from mocomri.data.manifest import read_manifest
+
+    manifest = read_manifest(Path(__file__).parents[1] / "data_manifests" / "ixi_t1_10.csv")
+    cfg = DataConfig(cache_dir=str(tmp_path), image_size=48, pretrain_splits=["train"])
+    dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    assert len(dataset) > 7 * 30  # many axial foreground slices per volume
+    assert dataset[0]["view1"].shape == (1, 48, 48)

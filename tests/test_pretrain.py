@@ -1,0 +1,164 @@
+"""The pretraining engine end to end on a tiny synthetic cohort: outputs, resume after SIGKILL, NaN stop, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mocomri.cli import main as cli_main
+from mocomri.config import load_config
+from mocomri.train.logger import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cohort_manifest(tmp_path_factory) -> Path:
+    """A 12-subject synthetic cohort and its manifest (subject-level train/test split)."""
+    from mocomri.data.synthetic import make_cohort
+
+    root = tmp_path_factory.mktemp("cohort")
+    make_cohort(root, subjects=12, modalities=["T1w"], shape=(32, 32, 24), seed=0)
+    manifest = root / "manifest.csv"
+    assert cli_main(["manifest", "--root", str(root), "--out", str(manifest)]) == 0
+    return manifest
+
+
+def tiny_config(tmp_path: Path, manifest: Path, **overrides: object) -> Path:
+    tree = {
+        "data": {"manifest": str(manifest), "kind": "slices2d", "image_size": 32, "num_workers": 0, "min_foreground": 0.1, "cache_dir": str(tmp_path / "cache")},
+        "model": {"name": "resnet18", "width": 8},
+        "moco": {"queue_size": 64, "proj_hidden_dim": 32, "proj_dim": 16, "bn_splits": 2},
+        "optim": {"lr": 0.05, "warmup_epochs": 0.5},
+        "train": {"batch_size": 8, "max_steps": 24, "out_dir": str(tmp_path / "run"), "checkpoint_every_steps": 4, "deterministic": True, "precision": "fp32"},
+        "log": {"every_steps": 2, "knn_monitor": False, "progress": False},
+    }
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        tree[section][key] = value
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pretrain_cmd(cfg: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mocomri", "pretrain", "--config", str(cfg), *extra]
+
+
+def test_pretrain__writes_run_directory(tmp_path, cohort_manifest):
+    from mocomri.train.pretrain import pretrain
+
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=6, log__knn_monitor=True))
+    result = pretrain(cfg)
+    run = Path(cfg.train.out_dir)
+    assert result.steps == 6
+    for name in ("config.yaml", "metrics.jsonl", "encoder.pt", "summary.json", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    records = read_metrics(run / "metrics.jsonl", kind="train")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for key in ("loss", "lr", "momentum", "contrastive_acc", "pos_logit", "neg_logit", "spread", "alignment", "uniformity", "images_per_s", "data_wait_frac"):
+        assert key in records[-1], key
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["config"]["train"]["max_steps"] == 6
+    assert {"queue.keys", "queue.subjects", "queue.ptr"} <= set(ckpt["model"])
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6
+
+
+def test_pretrain__resume_after_sigkill_matches_uninterrupted(tmp_path, cohort_manifest):
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    ref_dir.mkdir(), cut_dir.mkdir()
+    ref_cfg = tiny_config(ref_dir, cohort_manifest)
+    cut_cfg = tiny_config(cut_dir, cohort_manifest)
+    subprocess.run(_pretrain_cmd(ref_cfg), check=True, env=_env(), cwd=REPO, capture_output=True)
+
+    # Kill the second run for real (SIGKILL: no handler, no cleanup) once it has checkpointed.
+    proc = subprocess.Popen(_pretrain_cmd(cut_cfg), env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = cut_dir / "run" / "checkpoints" / "step_00000008.pt"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (cut_dir / "run" / "summary.json").exists()
+
+    out = subprocess.run(_pretrain_cmd(cut_cfg), check=True, env=_env(), cwd=REPO, capture_output=True, text=True)
+    assert "resuming from" in out.stdout
+    ref = {r["step"]: r["loss"] for r in read_metrics(ref_dir / "run" / "metrics.jsonl", kind="train")}
+    cut = {r["step"]: r["loss"] for r in read_metrics(cut_dir / "run" / "metrics.jsonl", kind="train")}
+    assert sorted(cut) == sorted(ref) == list(range(2, 25, 2))
+    for step in ref:
+        assert cut[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-6), step
+    a = torch.load(ref_dir / "run" / "encoder.pt", weights_only=True)
+    b = torch.load(cut_dir / "run" / "encoder.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_pretrain__nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cohort_manifest, monkeypatch):
+    from mocomri.train import pretrain as pretrain_mod
+
+    real_forward = pretrain_mod.MoCo.forward
+    calls = {"n": 0}
+
+    def poisoned_forward(self, *args, **kwargs):
+        out = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 7:  # the 7th step's loss is NaN
+            out = out._replace(loss=out.loss * float("nan")) if hasattr(out, "_replace") else out
+            if not hasattr(out, "_replace"):
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(pretrain_mod.MoCo, "forward", poisoned_forward)
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=12))
+    with pytest.raises(pretrain_mod.NonFiniteLossError, match=r"NaN/Inf at step 7 .*last good checkpoint.*step 4"):
+        pretrain_mod.pretrain(cfg)
+    last = torch.load(Path(cfg.train.out_dir) / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] == 4
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_pretrain__cli_reports_unknown_config_key(tmp_path, cohort_manifest, capsys):
+    cfg = tiny_config(tmp_path, cohort_manifest)
+    assert cli_main(["pretrain", "--config", str(cfg), "moco.queue_sise=8"]) == 2
+    assert "unknown config key 'moco.queue_sise'" in capsys.readouterr().err
+
+
+def test_pretrain__two_process_ddp_gloo(tmp_path, cohort_manifest):
+    cfg = tiny_config(tmp_path, cohort_manifest, train__max_steps=4, train__batch_size=4)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "mocomri", "pretrain", "--config", str(cfg)]
+    env = _env()
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    subjects = ckpt["model"]["queue.subjects"]
+    # 4 steps x 2 ranks x 4 keys entered the queue (keys gathered from both ranks)
+    assert int((subjects >= 0).sum()) == 32
