@@ -1,0 +1,118 @@
+"""``mocomri probe``: linear probe and kNN of a frozen encoder against its baselines, with a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"label fractions must be in (0, 1], got {text!r}")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "probe",
+        help="linear probe / kNN of a frozen encoder, with baselines and a report",
+        description="Probe a frozen encoder at several label fractions, beside the random-init "
+        "encoder, raw pixels and (with --supervised) training from scratch; writes report.md, "
+        "metrics.json and plots.",
+    )
+    p.add_argument("--encoder", required=True, help="a pretraining run directory, an encoder.pt, or 'random'")
+    p.add_argument("--manifest", required=True, help="manifest CSV with labelled train and test rows")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/probe, or runs/probe)")
+    p.add_argument("--config", help="YAML config for the data settings and the architecture "
+                   "(default: the run's config.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set data.image_size=96 (repeatable)")
+    p.add_argument("--arch", help="encoder architecture (overrides model.name)")
+    p.add_argument("--width", type=int, help="encoder width (overrides model.width)")
+    p.add_argument("--in-channels", type=int, help="input channels (overrides model.in_channels)")
+    p.add_argument("--label-fractions", type=_fractions, default=[0.01, 0.1, 1.0],
+                   help="comma-separated shares of labelled training subjects (default 0.01,0.1,1.0)")
+    p.add_argument("--seeds", type=int, default=3, help="draws per label fraction (default 3)")
+    p.add_argument("--unit", choices=["item", "slice", "scan", "subject"], default="scan",
+                   help="what one prediction is: an item (a slice or image; 'slice' is an alias), "
+                   "a scan (its slices averaged) or a subject (default scan)")
+    p.add_argument("--eval-split", choices=["test", "val"], default="test", help="split to evaluate on")
+    p.add_argument("--supervised", action="store_true",
+                   help="also train the architecture from scratch on each labelled subset")
+    p.add_argument("--supervised-steps", type=int, default=200, help="step budget of --supervised")
+    p.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
+    p.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN probe (default 20)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--allow-leakage", action="store_true",
+                   help="evaluate even if test items share subjects or content with training (reported)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for feature extraction")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.set_defaults(func=run)
+
+
+def _run_config_path(encoder: str) -> Path | None:
+    """The ``config.yaml`` of a run directory, or the one beside a bare ``encoder.pt``."""
+    if encoder == "random":
+        return None
+    path = Path(encoder)
+    candidate = (path if path.is_dir() else path.parent) / "config.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mocomri.config import load_config
+    from mocomri.eval import ProbeOptions, format_table, run_probe
+    from mocomri.eval.baselines import SupervisedBudget
+
+    # An explicit --config wins; else the run's own config.yaml (so --set can override it).
+    config_path = args.config or _run_config_path(args.encoder)
+    cfg = load_config(config_path, args.set) if (config_path or args.set) else None
+    flags = {"name": args.arch, "width": args.width, "in_channels": args.in_channels}
+    arch = {k: v for k, v in flags.items() if v is not None}
+    if arch:
+        cfg = cfg or load_config(None)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **arch))
+
+    run_dir = None if args.encoder == "random" else Path(args.encoder)
+    default_out = run_dir / "probe" if run_dir is not None and run_dir.is_dir() else Path("runs/probe")
+    baselines = ["random_init"] + ([] if args.no_raw_pixels else ["raw_pixels"])
+    if args.supervised:
+        baselines.append("supervised")
+    options = ProbeOptions(
+        eval_split=args.eval_split,
+        knn_k=args.knn_k,
+        n_boot=args.n_boot,
+        allow_leakage=args.allow_leakage,
+        device=args.device,
+        bf16=args.bf16,
+        batch_size=args.batch_size,
+        supervised=SupervisedBudget(steps=args.supervised_steps),
+        config_source=" + ".join(
+            [f"`{config_path}`" if config_path else "defaults"]
+            + [f"`{o}`" for o in args.set]
+            + [f"`model.{k}={v}`" for k, v in arch.items()]
+        ),
+    )
+    metrics = run_probe(
+        args.encoder,
+        args.manifest,
+        cfg,
+        out_dir=args.out or default_out,
+        label_fractions=args.label_fractions,
+        seeds=args.seeds,
+        baselines=baselines,
+        unit=args.unit,
+        options=options,
+    )
+    print(format_table(metrics))
+    if metrics["leakage"]["findings"]:
+        print(f"warning: evaluated with {len(metrics['leakage']['findings'])} leakage finding(s) allowed")
+    print(f"report: {metrics['files']['report']}")
+    return 0

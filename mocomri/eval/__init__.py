@@ -1,0 +1,11 @@
+"""Evaluation of frozen encoders: features, linear probe and kNN, label fractions, CIs, report.
+
+The entry point is :func:`run_probe`; :func:`format_table` prints its headline numbers.
+"""
+
+from __future__ import annotations
+
+from mocomri.eval.report import format_table
+from mocomri.eval.runner import ProbeOptions, run_probe
+
+__all__ = ["ProbeOptions", "format_table", "run_probe"]

@@ -1,0 +1,163 @@
+"""Baselines a pretrained encoder is compared with: raw pixels, and supervised from scratch.
+
+- Raw pixels: each image average-pooled to a small grid and flattened; the linear probe then
+  runs on its principal components (see :func:`mocomri.eval.probe.fit_linear_probe`). It tells
+  whether an encoder adds anything beyond intensity statistics.
+- Supervised from scratch: the same architecture, randomly initialised, trained end to end with
+  a linear head on the same labelled fraction, with the same augmentations as pretraining
+  (``build_view_transform`` applied to the evaluation input) and a fixed step budget (AdamW,
+  warm-up + cosine). It tells whether pretraining beats simply training on the labels one has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from mocomri.train.lr_schedule import warmup_cosine_lr
+
+Augment = Callable[[torch.Tensor, int], torch.Tensor]  # (image, dataset index) -> augmented image
+
+
+def raw_pixel_encoder(spatial_dims: int, side: int | None = None) -> nn.Module:
+    """Average-pools to ``side`` per axis and flattens (32 in 2D, 12 in 3D by default).
+
+    Shape:
+        input: (B, C, H, W) or (B, C, D, H, W)  output: (B, C * side**spatial_dims)
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims={spatial_dims} must be 2 or 3")
+    side = side or (32 if spatial_dims == 2 else 12)
+    pool = nn.AdaptiveAvgPool2d(side) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(side)
+    return nn.Sequential(pool, nn.Flatten(1))
+
+
+def view_augmenter(
+    aug_cfg: object,
+    views: Sequence[tuple[str, int | None]],
+    spatial_dims: int,
+    size: int,
+    seed: int = 0,
+) -> Augment | None:
+    """The pretraining view transform of each dataset item, or None when the data layer has none.
+
+    Args:
+        aug_cfg: the augment config (``AugmentConfig``).
+        views: ``(modality, flip_axis)`` of every dataset item; ``flip_axis`` is the spatial
+            axis running left-right, or None (see ``mocomri.data.datasets.lr_axis``).
+        spatial_dims: 2 or 3.
+        size: the side of the augmented image (the evaluation input's side).
+        seed: seeds the random transforms (one per distinct view key).
+
+    Returns:
+        ``augment(image, index)``, built from
+        ``mocomri.data.transforms.build_view_transform`` once per distinct view key.
+    """
+    try:
+        from mocomri.data.transforms import build_view_transform
+    except ImportError:
+        return None
+    transforms: dict[tuple[str, int | None], Callable] = {}
+
+    def augment(image: torch.Tensor, index: int) -> torch.Tensor:
+        key = views[index]
+        if key not in transforms:
+            # Distinct seeds per transform, as the pretraining dataset does.
+            transforms[key] = build_view_transform(
+                aug_cfg, key[0], spatial_dims, size, flip_axis=key[1], seed=(seed + 7919 * len(transforms)) % 2**32
+            )
+        return torch.as_tensor(transforms[key](image)).as_subclass(torch.Tensor).float()  # (C, *size)
+
+    return augment
+
+
+@dataclass
+class SupervisedBudget:
+    """The fixed training budget of the supervised baseline (small enough for a CPU)."""
+
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+
+
+def train_supervised(
+    backbone: nn.Module,
+    feature_dim: int,
+    dataset: Dataset,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    augment: Augment | None,
+    budget: SupervisedBudget,
+    device: torch.device,
+    seed: int = 0,
+) -> nn.Module:
+    """Trains ``backbone`` + a linear head with cross-entropy on ``dataset[indices]``.
+
+    Args:
+        backbone: a freshly initialised encoder returning pooled features.
+        feature_dim: F, the backbone's output width.
+        dataset: items are dicts with an ``"image"`` tensor.
+        indices: the labelled items to train on.
+        labels: the class of each of ``indices``.
+        n_classes: K.
+        augment: ``(image, dataset index) -> image``, or None for no augmentation.
+        budget: steps, batch size and optimiser settings.
+        device: where to train.
+        seed: seeds batch sampling and augmentation.
+
+    Returns:
+        ``nn.Sequential(backbone, head)`` in eval mode.
+
+    Shape:
+        image: (C, H, W) or (C, D, H, W)  model output: (B, K)
+    """
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(backbone, nn.Linear(feature_dim, n_classes)).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+    indices, labels = np.asarray(indices), np.asarray(labels)
+    # At least two images per batch: batch norm needs more than one value per channel.
+    batch_size = max(2, budget.batch_size)
+    for step in range(budget.steps):
+        lr = warmup_cosine_lr(step, budget.steps, budget.warmup_steps, budget.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        pick = rng.choice(len(indices), size=batch_size, replace=len(indices) < batch_size)
+        images = []
+        for i in indices[pick]:
+            image = dataset[int(i)]["image"]
+            images.append(augment(image, int(i)) if augment else image)
+        x = torch.stack(images).to(device)  # (B, C, H, W) or (B, C, D, H, W)
+        y = torch.as_tensor(labels[pick], dtype=torch.long, device=device)  # (B,)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def predict_supervised(
+    model: nn.Module, dataset: Dataset, indices: np.ndarray, *, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Softmax class probabilities for ``dataset[indices]``, without augmentation.
+
+    Shape:
+        returns: (len(indices), K)
+    """
+    loader = DataLoader(Subset(dataset, [int(i) for i in indices]), batch_size=batch_size)
+    chunks = []
+    with torch.inference_mode():
+        for batch in loader:
+            logits = model(batch["image"].to(device))  # (B, K)
+            chunks.append(logits.softmax(dim=1).float().cpu().numpy())
+    return np.concatenate(chunks)

@@ -1,0 +1,204 @@
+"""Frozen-encoder features: where the encoder comes from, extraction, and the on-disk cache.
+
+An encoder source is a pretraining run directory (``config.yaml`` + ``encoder.pt``), a bare
+``encoder.pt`` (a backbone ``state_dict``), or ``random`` (the same architecture, freshly
+initialised). Features are the backbone's pooled output, before any projection head, computed
+once per (encoder, manifest, data settings) and cached as ``.npz`` in the probe's output
+directory, so re-running a probe with other fractions or seeds skips the forward passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mocomri.config import Config, ModelConfig, config_from_dict
+from mocomri.errors import ConfigError
+
+RANDOM = "random"
+
+
+@dataclass
+class EncoderSource:
+    """Where an encoder's weights and architecture come from, and how to rebuild it."""
+
+    kind: str  # "run" | "file" | "random"
+    model: ModelConfig
+    state_dict: dict[str, torch.Tensor] | None = None
+    sha256: str = ""  # of encoder.pt
+    weights_path: Path | None = None
+    run_dir: Path | None = None
+    run_config: Config | None = None
+    step: int | None = None  # the pretraining step of checkpoints/last.pt
+
+    @property
+    def identity(self) -> str:
+        """A string that changes whenever the features could change (for cache keys)."""
+        arch = json.dumps(dataclasses.asdict(self.model), sort_keys=True)
+        return f"{self.kind}:{self.sha256}:{arch}"
+
+    def build(self, seed: int = 0) -> nn.Module:
+        """The backbone with the source's weights (``random``: initialised from ``seed``).
+
+        Raises:
+            ConfigError: the weights do not fit the architecture; the message names both.
+        """
+        from mocomri.models.encoders import create_encoder
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            backbone, _ = create_encoder(
+                self.model.name, in_channels=self.model.in_channels, width=self.model.width
+            )
+        if self.state_dict is not None:
+            try:
+                backbone.load_state_dict(self.state_dict)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0]
+                raise ConfigError(
+                    f"{self.weights_path} does not fit model.name={self.model.name} "
+                    f"width={self.model.width} in_channels={self.model.in_channels}: {first}"
+                ) from None
+        return backbone
+
+    def provenance(self) -> dict[str, Any]:
+        """What the report says about the encoder."""
+        return {
+            "kind": self.kind,
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "config": str(self.run_dir / "config.yaml") if self.run_dir else None,
+            "weights": str(self.weights_path) if self.weights_path else None,
+            "encoder_sha256": self.sha256 or None,
+            "checkpoint_step": self.step,
+            "architecture": dataclasses.asdict(self.model),
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_encoder_source(
+    source: str | Path, model_cfg: ModelConfig | None = None
+) -> EncoderSource:
+    """Resolves ``RUN_DIR``, ``path/to/encoder.pt`` or ``random``.
+
+    The architecture is ``model_cfg`` when given, else the run's ``config.yaml`` (for a bare
+    ``encoder.pt``, the one beside it if any), else the defaults of :class:`ModelConfig`.
+
+    Raises:
+        FileNotFoundError: the directory has no ``encoder.pt`` or the file does not exist.
+    """
+    if str(source) == RANDOM:
+        return EncoderSource(kind=RANDOM, model=model_cfg or ModelConfig())
+    path = Path(source)
+    weights = path / "encoder.pt" if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(f"encoder weights not found: {weights}")
+    run_dir = weights.parent if (weights.parent / "config.yaml").is_file() else None
+    run_config = None
+    if run_dir is not None:
+        import yaml
+
+        with open(run_dir / "config.yaml") as f:
+            run_config = config_from_dict(yaml.safe_load(f) or {})
+    state_dict = torch.load(weights, weights_only=True, map_location="cpu")
+    return EncoderSource(
+        kind="run" if run_dir else "file",
+        model=model_cfg or (run_config.model if run_config else ModelConfig()),
+        state_dict=state_dict,
+        sha256=file_sha256(weights),
+        weights_path=weights,
+        run_dir=run_dir,
+        run_config=run_config,
+        step=_checkpoint_step(run_dir / "checkpoints" / "last.pt") if run_dir else None,
+    )
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    try:
+        step = torch.load(path, weights_only=True, map_location="cpu").get("step")
+    except Exception:  # an unreadable checkpoint only costs the report one field
+        return None
+    return int(step) if step is not None else None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; anything else goes to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def extract_features(
+    encoder: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    bf16: bool = False,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """Pooled features of every dataset item, in dataset order, with the encoder frozen.
+
+    Args:
+        encoder: maps a batch of images to pooled features.
+        dataset: items are dicts with an ``"image"`` tensor.
+        batch_size: images per forward pass.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        bf16: run the forward pass under bfloat16 autocast (features are returned as float32).
+        num_workers: DataLoader workers.
+
+    Returns:
+        float32 features.
+
+    Shape:
+        image: (C, H, W) or (C, D, H, W)  returns: (N, F)
+    """
+    device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    encoder = encoder.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    chunks = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)  # (B, C, H, W) or (B, C, D, H, W)
+            chunks.append(encoder(images).flatten(1).float().cpu().numpy())  # (B, F)
+    if not chunks:
+        raise ValueError("the dataset is empty: no features to extract")
+    return np.concatenate(chunks)
+
+
+def cache_key(*parts: Any) -> str:
+    """A short stable digest of JSON-serialisable parts (dataclasses are turned into dicts)."""
+    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached(cache_dir: Path, name: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()`` once; later calls with the same ``name`` and ``key`` read ``cache_dir``."""
+    path = Path(cache_dir) / f"{name}-{key}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return stored["features"]
+    features = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, features=features)
+    tmp.replace(path)  # atomic: an interrupted run never leaves a truncated cache file
+    return features

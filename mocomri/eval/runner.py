@@ -1,0 +1,543 @@
+"""``run_probe``: the whole evaluation of one encoder, from a manifest to a report.
+
+1. Resolve the encoder (run directory, ``encoder.pt`` or ``random``) and the data settings.
+2. Keep the labelled ``train`` and evaluation-split rows; refuse leakage between them.
+3. Extract features once per encoder (cached): the encoder, the random-init encoder of the same
+   architecture, raw pixels.
+4. For each label fraction and seed: draw the labelled subset (stratified, by subject), fit the
+   linear probe and the kNN, predict the evaluation items, aggregate them per unit, score.
+   Optionally train the same architecture supervised from scratch on the same subset.
+5. Summarise (mean ± std over seeds; bootstrap CI of seed 0) and write the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mocomri.config import Config
+from mocomri.data.settings import AugmentConfig, DataConfig
+from mocomri.errors import DataError
+from mocomri.eval.baselines import (
+    SupervisedBudget,
+    predict_supervised,
+    raw_pixel_encoder,
+    train_supervised,
+    view_augmenter,
+)
+from mocomri.eval.bootstrap import bootstrap_metrics
+from mocomri.eval.features import (
+    RANDOM,
+    EncoderSource,
+    cache_key,
+    cached,
+    extract_features,
+    load_encoder_source,
+    resolve_device,
+)
+from mocomri.eval.fractions import sample_label_fraction
+from mocomri.eval.leakage import check_leakage, find_leakage, pretraining_findings
+from mocomri.eval.metrics import METRICS, classification_metrics
+from mocomri.eval.probe import DEFAULT_CS, fit_knn_probe, fit_linear_probe, predict_proba
+from mocomri.eval.report import write_report
+
+UNITS = ("item", "scan", "subject")
+UNIT_ALIASES = {"slice": "item", "image": "item"}
+BASELINES = ("random_init", "raw_pixels", "supervised")
+ENCODER_METHOD = "moco"
+
+
+@dataclass
+class ProbeOptions:
+    """Settings of a probe run beyond the main arguments of :func:`run_probe`."""
+
+    eval_split: str = "test"  # "test" | "val"
+    knn_k: int = 20
+    n_boot: int = 1000
+    allow_leakage: bool = False
+    device: str = "auto"
+    bf16: bool = False  # bfloat16 autocast for feature extraction
+    batch_size: int = 64
+    cv_folds: int = 5
+    Cs: tuple[float, ...] = DEFAULT_CS
+    pca_components: int = 64  # raw-pixel baseline
+    encoder_seed: int = 0  # initialisation of the random-init encoder
+    supervised: SupervisedBudget = field(default_factory=SupervisedBudget)
+    feature_cache_dir: str | None = None  # None: OUT_DIR/features; share it to reuse features across runs
+    config_source: str | None = None  # where the config came from (file, overrides), for the report
+
+
+@dataclass
+class ProbeItems:
+    """The labelled items the probe sees, one entry per dataset item.
+
+    Shape:
+        every array: (N,) over dataset items
+    """
+
+    manifest: Any  # the filtered Manifest the dataset was built from
+    dataset: Any
+    classes: list[str]
+    label: np.ndarray  # class index
+    subject: np.ndarray
+    unit: np.ndarray  # evaluation unit id (item, row or subject)
+    is_train: np.ndarray
+    views: list[tuple[str, int | None]]  # (modality, left-right axis) per item, for augmentation
+
+
+def run_probe(
+    encoder: str | Path,
+    manifest: str | Path,
+    config: Config | DataConfig | None = None,
+    *,
+    out_dir: str | Path,
+    label_fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    seeds: int = 3,
+    baselines: Sequence[str] = ("random_init", "raw_pixels"),
+    unit: str = "scan",
+    options: ProbeOptions | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Probes a frozen encoder against its baselines and writes ``report.md`` and friends.
+
+    Args:
+        encoder: a pretraining run directory, an ``encoder.pt``, or ``"random"``.
+        manifest: the manifest CSV; its labelled ``train`` rows train the probes.
+        config: a :class:`Config` (data settings, architecture, augmentations) or just a
+            :class:`DataConfig`; what it leaves out comes from the run's ``config.yaml``, else
+            the defaults. An explicit architecture must fit the weights.
+        out_dir: where the report, metrics, plots and the feature cache go.
+        label_fractions: shares of labelled training subjects, each in (0, 1].
+        seeds: draws of each label fraction (and probe CV seeds).
+        baselines: any of ``random_init``, ``raw_pixels``, ``supervised``. The random-init
+            encoder is always run beside a pretrained one: no number without its baseline.
+        unit: ``item`` (each slice or image; alias ``slice``), ``scan`` (item probabilities
+            averaged per manifest row) or ``subject`` (averaged per subject).
+        options: the rest (see :class:`ProbeOptions`).
+        verbose: print progress to stderr.
+
+    Returns:
+        The metrics dict that is also written to ``metrics.json``: ``settings``, ``provenance``,
+        ``leakage``, ``classes``, ``methods[method][str(fraction)][metric]`` with ``mean``,
+        ``std``, ``per_seed`` and ``ci`` (the 95% bootstrap interval of seed 0), and
+        ``confusion``. Methods: ``moco``, ``moco_knn``, ``random_init``, ``random_init_knn``,
+        ``raw_pixels``, ``supervised`` (those that ran); fractions are keyed ``str(float(f))``.
+
+    Raises:
+        LeakageError: a test item shares a subject or a sha1 with a training item.
+        DataError: no labelled training or test rows, or a test label unseen in training.
+        ValueError: an unknown unit or baseline, a fraction outside (0, 1], seeds < 1.
+    """
+    options = options or ProbeOptions()
+    unit = UNIT_ALIASES.get(unit, unit)
+    _check_arguments(label_fractions, seeds, baselines, unit)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = _logger(verbose)
+
+    # 1. Encoder, data settings, augmentations: explicit config, else the run's, else defaults.
+    explicit = config if isinstance(config, Config) else None
+    source = load_encoder_source(encoder, explicit.model if explicit else None)
+    base = explicit or source.run_config or Config()
+    data_cfg = config if isinstance(config, DataConfig) else base.data
+    data_cfg = dataclasses.replace(data_cfg, manifest=str(manifest))
+    methods = _methods(source, baselines)
+
+    # 2. Labelled rows, leakage guard, dataset.
+    from mocomri.data.manifest import read_manifest
+
+    full = read_manifest(manifest)
+    labelled = [r for r in full.rows if r.label and r.split in ("train", options.eval_split)]
+    train_rows = [r for r in labelled if r.split == "train"]
+    test_rows = [r for r in labelled if r.split == options.eval_split]
+    findings = find_leakage(train_rows, test_rows)
+    if source.run_config is not None:
+        run_data = source.run_config.data
+        findings += pretraining_findings(run_data.manifest, run_data.pretrain_splits, manifest, options.eval_split)
+    check_leakage(findings, allow=options.allow_leakage)
+    items = _probe_items(full.replace_rows(labelled), data_cfg, options.eval_split, unit)
+    log(f"probe: {int(items.is_train.sum())} train / {int((~items.is_train).sum())} "
+        f"{options.eval_split} items, {len(items.classes)} classes, unit={unit}")
+
+    # 3. Features, once per encoder, cached.
+    cache_dir = Path(options.feature_cache_dir) if options.feature_cache_dir else out_dir / "features"
+    features = _all_features(source, methods, items, data_cfg, options, cache_dir, log)
+
+    # 4. Probes over fractions and seeds.
+    runs: dict[str, dict[float, list[dict[str, Any]]]] = {m: {} for m in methods}
+    for fraction in label_fractions:
+        for seed in range(seeds):
+            chosen = _labelled_subset(items, fraction, seed)
+            for method in methods:
+                log(f"probe: {method} fraction={fraction:g} seed={seed}")
+                proba = _predict(method, chosen, items, features, source, base.augment, options, seed)
+                runs[method].setdefault(fraction, []).append(_score(items, chosen, proba, options))
+
+    # 5. Summary and report.
+    largest = max(label_fractions)
+    metrics = {
+        "settings": _settings(data_cfg, manifest, label_fractions, seeds, unit, methods, options, items),
+        "provenance": source.provenance(),
+        "leakage": {"allowed": options.allow_leakage, "findings": findings},
+        "classes": items.classes,
+        "methods": {m: {fraction_key(f): _summarise(r) for f, r in per_f.items()} for m, per_f in runs.items()},
+        "confusion": {
+            m: {"fraction": fraction_key(largest), "matrix": runs[m][largest][0]["confusion"]} for m in methods
+        },
+    }
+    metrics["files"] = {k: str(v) for k, v in write_report(out_dir, metrics).items()}
+    return metrics
+
+
+def fraction_key(fraction: float) -> str:
+    """How a label fraction keys ``metrics["methods"][method]``: ``str(float(f))``, e.g. ``"0.1"``, ``"1.0"``."""
+    return str(float(fraction))
+
+
+def _check_arguments(fractions: Sequence[float], seeds: int, baselines: Sequence[str], unit: str) -> None:
+    if unit not in UNITS:
+        raise ValueError(f"unit={unit!r} must be one of {', '.join(UNITS)}")
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds} must be at least 1")
+    if not fractions:
+        raise ValueError("label_fractions is empty")
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"label fraction {f} must be in (0, 1]")
+    unknown = set(baselines) - set(BASELINES)
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {', '.join(sorted(unknown))}; known: {', '.join(BASELINES)}")
+
+
+def _methods(source: EncoderSource, baselines: Sequence[str]) -> list[str]:
+    """The evaluated methods; a pretrained encoder is never reported without its random init."""
+    methods = [] if source.kind == RANDOM else [ENCODER_METHOD, f"{ENCODER_METHOD}_knn"]
+    methods += ["random_init", "random_init_knn"]
+    if "raw_pixels" in baselines:
+        methods.append("raw_pixels")
+    if "supervised" in baselines:
+        methods.append("supervised")
+    return methods
+
+
+def _logger(verbose: bool):
+    def log(message: str) -> None:
+        if verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    return log
+
+
+def _label_sort_key(label: str) -> tuple:
+    try:
+        return (0, float(label), label)  # numeric labels in numeric order
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def _build_eval_dataset(manifest: Any, data_cfg: DataConfig, splits: list[str]) -> Any:
+    from mocomri.data.datasets import build_eval_dataset
+
+    return build_eval_dataset(manifest, data_cfg, splits)
+
+
+def _probe_items(manifest: Any, data_cfg: DataConfig, eval_split: str, unit: str) -> ProbeItems:
+    """Builds the evaluation dataset of the labelled rows and the per-item arrays."""
+    rows = manifest.rows
+    train_labels = {r.label for r in rows if r.split == "train"}
+    if len(train_labels) < 2:
+        raise DataError(
+            f"{data_cfg.manifest}: a probe needs labelled 'train' rows of at least two classes "
+            f"(found: {', '.join(sorted(train_labels)) or 'none'})"
+        )
+    if not any(r.split == eval_split for r in rows):
+        raise DataError(f"{data_cfg.manifest}: no labelled '{eval_split}' rows to evaluate on")
+    unseen = sorted({r.label for r in rows if r.split == eval_split} - train_labels)
+    if unseen:
+        raise DataError(f"{data_cfg.manifest}: '{eval_split}' label(s) {', '.join(unseen)} never occur in 'train'")
+    if unit == "subject":
+        by_subject: dict[str, set[str]] = {}
+        for r in rows:
+            by_subject.setdefault(r.subject, set()).add(r.label)
+        mixed = [s for s, labels in by_subject.items() if len(labels) > 1]
+        if mixed:
+            raise DataError(
+                f"unit=subject needs one label per subject; subject '{mixed[0]}' has "
+                f"{', '.join(sorted(by_subject[mixed[0]]))} (use unit=scan)"
+            )
+    classes = sorted(train_labels, key=_label_sort_key)
+    index = {c: i for i, c in enumerate(classes)}
+    dataset = _build_eval_dataset(manifest, data_cfg, ["train", eval_split])
+    item_rows = np.asarray(dataset.item_rows, dtype=int)
+    for split in ("train", eval_split):
+        if not any(rows[i].split == split for i in item_rows):
+            raise DataError(
+                f"{data_cfg.manifest}: no '{split}' item left to probe (every scan skipped, or no slice "
+                f"with data.min_foreground >= {data_cfg.min_foreground})"
+            )
+    subject = np.array([rows[i].subject for i in item_rows])
+    units = {"item": np.arange(len(item_rows)), "scan": item_rows, "subject": subject}
+    return ProbeItems(
+        manifest=manifest,
+        dataset=dataset,
+        classes=classes,
+        label=np.array([index[rows[i].label] for i in item_rows]),
+        subject=subject,
+        unit=units[unit],
+        is_train=np.array([rows[i].split == "train" for i in item_rows]),
+        views=_views(rows, item_rows, data_cfg, dataset[0]["image"].ndim - 1),
+    )
+
+
+def _views(
+    rows: list[Any], item_rows: np.ndarray, data_cfg: DataConfig, spatial_dims: int
+) -> list[tuple[str, int | None]]:
+    """(modality, left-right axis) of each item: what picks its augmentation."""
+    from mocomri.data.datasets import lr_axis
+    from mocomri.data.io import file_kind
+
+    def kind(row: Any) -> str:
+        if spatial_dims == 3:
+            return "patches3d"
+        return "images2d" if file_kind(row.path) == "image2d" else "slices2d"
+
+    by_row = {i: (rows[i].modality, lr_axis(kind(rows[i]), data_cfg.slice_axis)) for i in set(item_rows.tolist())}
+    return [by_row[i] for i in item_rows.tolist()]
+
+
+def _manifest_digest(manifest: Any) -> str:
+    text = json.dumps([str(manifest.root)] + [dataclasses.astuple(r) for r in manifest.rows])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _all_features(
+    source: EncoderSource,
+    methods: list[str],
+    items: ProbeItems,
+    data_cfg: DataConfig,
+    options: ProbeOptions,
+    cache_dir: Path,
+    log,
+) -> dict[str, np.ndarray]:
+    """Features of every item for each feature-based method; ``(N, F)`` each."""
+    random_source = EncoderSource(kind=RANDOM, model=source.model)
+    spatial_dims = items.dataset[0]["image"].ndim - 1
+    encoders = {
+        ENCODER_METHOD: (source.identity, lambda: source.build()),
+        "random_init": (
+            f"{random_source.identity}:seed{options.encoder_seed}",
+            lambda: random_source.build(seed=options.encoder_seed),
+        ),
+        "raw_pixels": (f"raw_pixels:{spatial_dims}", lambda: raw_pixel_encoder(spatial_dims)),
+    }
+    data_key = {k: v for k, v in dataclasses.asdict(data_cfg).items() if k not in ("num_workers", "cache_dir")}
+    features = {}
+    for name, (identity, build) in encoders.items():
+        if name not in methods:
+            continue
+        key = cache_key(identity, _manifest_digest(items.manifest), data_key, options.eval_split, options.bf16)
+
+        def compute(build=build, name=name) -> np.ndarray:
+            log(f"probe: extracting {name} features")
+            return extract_features(
+                build(),
+                items.dataset,
+                batch_size=options.batch_size,
+                device=options.device,
+                bf16=options.bf16,
+                num_workers=data_cfg.num_workers,
+            )
+
+        features[name] = cached(cache_dir, name, key, compute)
+    return features
+
+
+def _labelled_subset(items: ProbeItems, fraction: float, seed: int) -> np.ndarray:
+    """Item indices of the labelled training subset for one fraction and seed."""
+    train = np.flatnonzero(items.is_train)
+    return train[sample_label_fraction(items.label[train], items.subject[train], fraction, seed)]
+
+
+def _predict(
+    method: str,
+    chosen: np.ndarray,
+    items: ProbeItems,
+    features: dict[str, np.ndarray],
+    source: EncoderSource,
+    augment_cfg: AugmentConfig,
+    options: ProbeOptions,
+    seed: int,
+) -> np.ndarray:
+    """Class probabilities of every evaluation item; ``(N_test, K)``."""
+    test = np.flatnonzero(~items.is_train)
+    n_classes = len(items.classes)
+    y, groups = items.label[chosen], items.subject[chosen]
+    if method == "supervised":
+        backbone = EncoderSource(kind=RANDOM, model=source.model).build(seed=seed)
+        feature_dim = _feature_dim(backbone, items)
+        spatial_dims = items.dataset[0]["image"].ndim - 1
+        size = items.dataset[0]["image"].shape[-1]
+        model = train_supervised(
+            backbone,
+            feature_dim,
+            items.dataset,
+            chosen,
+            y,
+            n_classes,
+            augment=view_augmenter(augment_cfg, items.views, spatial_dims, size, seed=seed),
+            budget=options.supervised,
+            device=resolve_device(options.device),
+            seed=seed,
+        )
+        proba = predict_supervised(
+            model, items.dataset, test, batch_size=options.batch_size, device=resolve_device(options.device)
+        )
+        return _full_proba(proba, n_classes)
+    name = method.removesuffix("_knn")
+    x = features[name]
+    if method.endswith("_knn"):
+        model = fit_knn_probe(x[chosen], y, k=options.knn_k)
+    else:
+        model = fit_linear_probe(
+            x[chosen],
+            y,
+            groups,
+            Cs=options.Cs,
+            n_splits=options.cv_folds,
+            pca_components=options.pca_components if name == "raw_pixels" else None,
+            seed=seed,
+        )
+    return predict_proba(model, x[test], n_classes)
+
+
+def _feature_dim(backbone: Any, items: ProbeItems) -> int:
+    import torch
+
+    with torch.inference_mode():
+        return int(backbone.eval()(items.dataset[0]["image"][None].float()).flatten(1).shape[1])
+
+
+def _full_proba(proba: np.ndarray, n_classes: int) -> np.ndarray:
+    return proba if proba.shape[1] == n_classes else np.pad(proba, ((0, 0), (0, n_classes - proba.shape[1])))
+
+
+def aggregate_by_unit(
+    proba: np.ndarray, unit: np.ndarray, label: np.ndarray, subject: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Averages item probabilities per evaluation unit (soft voting).
+
+    Returns:
+        ``(proba, label, subject)`` per unit, units in sorted order.
+
+    Shape:
+        proba: (N, K)  unit, label, subject: (N,)  returns: (U, K), (U,), (U,)
+    """
+    _, first, inverse = np.unique(unit, return_index=True, return_inverse=True)
+    summed = np.zeros((len(first), proba.shape[1]))
+    np.add.at(summed, inverse, proba)
+    counts = np.bincount(inverse, minlength=len(first))[:, None]
+    return summed / counts, label[first], subject[first]
+
+
+def _score(items: ProbeItems, chosen: np.ndarray, proba: np.ndarray, options: ProbeOptions) -> dict[str, Any]:
+    """Metrics of one (method, fraction, seed) at the unit level, with a bootstrap CI and a confusion matrix."""
+    test = np.flatnonzero(~items.is_train)
+    unit_proba, unit_label, unit_subject = aggregate_by_unit(
+        proba, items.unit[test], items.label[test], items.subject[test]
+    )
+    n_classes = len(items.classes)
+    pred = unit_proba.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(confusion, (unit_label, pred), 1)
+    return {
+        "metrics": classification_metrics(unit_label, unit_proba),
+        "proba": unit_proba,
+        "label": unit_label,
+        "subject": unit_subject,
+        "confusion": confusion.tolist(),
+        "n_train_items": int(len(chosen)),
+        "n_train_subjects": int(len(np.unique(items.subject[chosen]))),
+        "n_test_units": int(len(unit_label)),
+        "n_boot": options.n_boot,
+    }
+
+
+def _summarise(seed_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std (ddof=1) over seeds of each metric; the bootstrap CI of seed 0."""
+    first = seed_runs[0]
+    ci = bootstrap_metrics(
+        first["label"], first["proba"], groups=first["subject"], n_boot=first["n_boot"], seed=0
+    )
+    out: dict[str, Any] = {
+        "n_train_items": float(np.mean([r["n_train_items"] for r in seed_runs])),
+        "n_train_subjects": float(np.mean([r["n_train_subjects"] for r in seed_runs])),
+        "n_test_units": first["n_test_units"],
+    }
+    for name in METRICS:
+        values = np.array([r["metrics"][name] for r in seed_runs], dtype=float)
+        out[name] = {
+            "mean": _finite_or_none(np.mean(values)),
+            "std": _finite_or_none(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "per_seed": [_finite_or_none(v) for v in values],
+            "ci": [_finite_or_none(v) for v in ci[name]],
+        }
+    return out
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined metric (e.g. AUROC with one class) becomes null."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _settings(
+    data_cfg: DataConfig,
+    manifest: str | Path,
+    fractions: Sequence[float],
+    seeds: int,
+    unit: str,
+    methods: list[str],
+    options: ProbeOptions,
+    items: ProbeItems,
+) -> dict[str, Any]:
+    return {
+        "manifest": str(manifest),
+        "train_split": "train",
+        "eval_split": options.eval_split,
+        "unit": unit,
+        "label_fractions": [float(f) for f in fractions],
+        "seeds": seeds,
+        "n_train_items": int(items.is_train.sum()),
+        "n_eval_items": int((~items.is_train).sum()),
+        "n_train_subjects": int(len(np.unique(items.subject[items.is_train]))),
+        "n_eval_subjects": int(len(np.unique(items.subject[~items.is_train]))),
+        "n_skipped_scans": len(getattr(items.dataset, "skipped", [])),
+        "knn_k": options.knn_k,
+        "Cs": list(options.Cs),
+        "cv_folds": options.cv_folds,
+        "pca_components": options.pca_components,
+        "n_boot": options.n_boot,
+        "confidence": 0.95,
+        "device": str(resolve_device(options.device)),
+        "bf16": options.bf16,
+        "encoder_seed": options.encoder_seed,
+        "config_source": options.config_source,
+        "supervised": dataclasses.asdict(options.supervised) if "supervised" in methods else None,
+        "supervised_augment": _augment_description() if "supervised" in methods else None,
+        "data": dataclasses.asdict(data_cfg),
+    }
+
+
+def _augment_description() -> str:
+    try:
+        from mocomri.data.transforms import build_view_transform  # noqa: F401
+    except ImportError:
+        return "none (mocomri.data.transforms is not available)"
+    return "the pretraining view transform (mocomri.data.transforms.build_view_transform)"

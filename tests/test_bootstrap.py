@@ -1,0 +1,74 @@
+"""Bootstrap intervals: coverage and width against the binomial normal approximation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mocomri.eval.bootstrap import bootstrap_metrics, percentile_interval, resample_weights
+
+Z95 = 1.959964
+
+
+def _proportion_predictions(n_correct: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two-class predictions of which exactly ``n_correct`` are right."""
+    y = np.zeros(n, dtype=int)
+    proba = np.tile([0.9, 0.1], (n, 1))
+    proba[n_correct:] = [0.1, 0.9]  # the rest predicted as class 1
+    return y, proba
+
+
+def test_bootstrap_metrics__accuracy_ci_covers_known_proportion_with_binomial_width() -> None:
+    n, p = 400, 0.8
+    y, proba = _proportion_predictions(int(p * n), n)
+    low, high = bootstrap_metrics(y, proba, n_boot=4000, seed=0)["accuracy"]
+    assert low < p < high
+    expected_width = 2 * Z95 * np.sqrt(p * (1 - p) / n)  # normal approximation, ~0.078
+    assert high - low == pytest.approx(expected_width, rel=0.12)
+
+
+def test_bootstrap_metrics__grouped_width_follows_number_of_groups() -> None:
+    # 40 subjects x 10 items, an outcome shared by all items of a subject: the effective sample
+    # size is 40, not 400, and the cluster bootstrap must be as wide as a binomial with n=40.
+    groups = np.repeat(np.arange(40), 10)
+    y = np.zeros(400, dtype=int)
+    proba = np.where((groups < 20)[:, None], [0.9, 0.1], [0.1, 0.9])
+    low, high = bootstrap_metrics(y, proba, groups=groups, n_boot=4000, seed=1)["accuracy"]
+    expected_width = 2 * Z95 * np.sqrt(0.25 / 40)  # ~0.31
+    assert high - low == pytest.approx(expected_width, rel=0.15)
+    naive_low, naive_high = bootstrap_metrics(y, proba, n_boot=4000, seed=1)["accuracy"]
+    assert naive_high - naive_low < 0.5 * (high - low)
+
+
+def test_resample_weights__rows_sum_to_n_and_groups_move_together() -> None:
+    rng = np.random.default_rng(0)
+    w = resample_weights(50, 30, rng)
+    assert w.shape == (30, 50)
+    assert np.all(w.sum(axis=1) == 50)
+    groups = np.repeat(["a", "b", "c", "d", "e"], 4)
+    wg = resample_weights(20, 30, rng, groups=groups)
+    for g in np.unique(groups):
+        block = wg[:, groups == g]
+        assert np.all(block == block[:, :1])  # one multiplicity per subject
+
+
+def test_bootstrap_metrics__same_seed_same_interval() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 100)
+    proba = rng.dirichlet(np.ones(3), size=100)
+    a = bootstrap_metrics(y, proba, n_boot=300, seed=3)
+    b = bootstrap_metrics(y, proba, n_boot=300, seed=3)
+    c = bootstrap_metrics(y, proba, n_boot=300, seed=4)
+    assert a == b
+    assert a != c
+
+
+def test_percentile_interval__rejects_bad_confidence() -> None:
+    with pytest.raises(ValueError, match="confidence=1.5"):
+        percentile_interval(np.arange(10.0), confidence=1.5)
+
+
+def test_bootstrap_metrics__rejects_zero_resamples() -> None:
+    y, proba = _proportion_predictions(5, 10)
+    with pytest.raises(ValueError, match="n_boot=0"):
+        bootstrap_metrics(y, proba, n_boot=0)

@@ -1,0 +1,94 @@
+"""Encoder sources, frozen feature extraction and the feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mocomri.config import Config, ModelConfig, save_config
+from mocomri.errors import ConfigError
+from mocomri.eval.features import cache_key, cached, extract_features, load_encoder_source
+from mocomri.models.encoders import create_encoder
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.images = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "row": i}
+
+
+def _save_backbone(path: Path, width: int = 4) -> None:
+    backbone, _ = create_encoder("resnet18", in_channels=1, width=width)
+    torch.save(backbone.state_dict(), path)
+
+
+def test_load_encoder_source__run_dir_gives_config_step_and_sha(tmp_path: Path) -> None:
+    save_config(Config(model=ModelConfig(name="resnet18", width=4)), tmp_path / "config.yaml")
+    _save_backbone(tmp_path / "encoder.pt")
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"step": 42, "model": {}}, tmp_path / "checkpoints" / "last.pt")
+    source = load_encoder_source(tmp_path)
+    assert source.kind == "run" and source.model.width == 4 and source.step == 42
+    assert source.sha256 == hashlib.sha256((tmp_path / "encoder.pt").read_bytes()).hexdigest()
+    reference = torch.load(tmp_path / "encoder.pt", weights_only=True)
+    rebuilt = source.build().state_dict()
+    assert all(torch.equal(rebuilt[k], v) for k, v in reference.items())
+
+
+def test_load_encoder_source__bare_file_needs_the_matching_architecture(tmp_path: Path) -> None:
+    _save_backbone(tmp_path / "weights.pt", width=4)
+    source = load_encoder_source(tmp_path / "weights.pt", ModelConfig(name="resnet18", width=8))
+    assert source.kind == "file" and source.run_dir is None
+    with pytest.raises(ConfigError, match=r"weights\.pt does not fit model\.name=resnet18 width=8"):
+        source.build()
+
+
+def test_load_encoder_source__missing_weights_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="encoder.pt"):
+        load_encoder_source(tmp_path)
+
+
+def test_load_encoder_source__random_is_seeded(tmp_path: Path) -> None:
+    source = load_encoder_source("random", ModelConfig(name="resnet18", width=4))
+    a, b, c = source.build(seed=1), source.build(seed=1), source.build(seed=2)
+    pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_extract_features__matches_a_plain_forward_in_dataset_order() -> None:
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv2d(1, 3, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    data = _Images(10)
+    features = extract_features(encoder, data, batch_size=4, device="cpu")
+    with torch.no_grad():
+        expected = encoder(data.images).numpy()
+    assert features.shape == (10, 3) and features.dtype == np.float32
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    bf16 = extract_features(encoder, data, batch_size=4, device="cpu", bf16=True)
+    np.testing.assert_allclose(bf16, expected, atol=0.05)  # bfloat16 keeps ~3 significant digits
+
+
+def test_cached__computes_once_per_key(tmp_path: Path) -> None:
+    calls = []
+
+    def compute() -> np.ndarray:
+        calls.append(1)
+        return np.arange(6.0).reshape(2, 3)
+
+    key = cache_key("encoder-sha", {"image_size": 16})
+    first = cached(tmp_path, "moco", key, compute)
+    second = cached(tmp_path, "moco", key, compute)
+    np.testing.assert_array_equal(first, second)
+    assert len(calls) == 1
+    cached(tmp_path, "moco", cache_key("encoder-sha", {"image_size": 32}), compute)
+    assert len(calls) == 2
