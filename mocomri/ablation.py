@@ -1,0 +1,298 @@
+"""A grid runner over any config keys: each cell pretrains, then probes; resumable and tabulated.
+
+An ablation config names a base config, the grid (or an explicit list of cells), seeds, the
+per-cell overrides (the budget) and the probe settings::
+
+    base: brain_tumor_cpu.yaml          # relative to this file
+    out_dir: runs/ablation_momentum
+    grid:                               # the product of these values ...
+      moco.momentum: [0.0, 0.9, 0.99]
+    cells: []                           # ... or explicit cells: [{name: a, moco.momentum: 0.9}, ...]
+    seeds: [0]
+    overrides: [train.time_budget_min=4]
+    probe: {label_fractions: [1.0], seeds: 1, unit: item}   # random-init is probed beside MoCo
+    plots: [moco.momentum]              # the keys to plot accuracy against
+
+Finished cells (``cell.json`` present) are skipped; an interrupted cell resumes from its own
+checkpoint; a cell whose training fails (a NaN loss at m = 0, say) is recorded as failed with
+its message, and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mocomri.config import load_config
+from mocomri.errors import ConfigError, MocomriError
+
+ABLATION_KEYS = {"base", "out_dir", "grid", "cells", "seeds", "overrides", "probe", "plots", "description"}
+PROBE_KEYS = {"label_fractions", "seeds", "manifest", "unit"}
+
+
+@dataclass
+class Cell:
+    """One point of the grid: its overrides and where it runs."""
+
+    name: str
+    values: dict[str, Any]
+    seed: int
+    run_dir: Path
+
+    def overrides(self, common: list[str]) -> list[str]:
+        """The config overrides of this cell; keys without a dot (``name``) are labels, not config."""
+        own = [f"{k}={_yaml_scalar(v)}" for k, v in self.values.items() if "." in k]
+        return [*common, *own, f"train.seed={self.seed}", f"train.out_dir={self.run_dir}"]
+
+
+@dataclass
+class AblationSpec:
+    path: Path
+    base: Path
+    out_dir: Path
+    cells: list[Cell]
+    overrides: list[str]
+    probe: dict[str, Any]
+    plots: list[str]
+    description: str = ""
+    keys: list[str] = field(default_factory=list)
+
+
+def load_ablation(path: str | Path, out_dir: str | None = None) -> AblationSpec:
+    """Reads and validates an ablation config; every cell's config is loaded once to check it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ablation config not found: {path}")
+    tree = yaml.safe_load(path.read_text()) or {}
+    unknown = set(tree) - ABLATION_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown ablation key(s) {sorted(unknown)} (known: {sorted(ABLATION_KEYS)})")
+    if "base" not in tree:
+        raise ConfigError(f"{path}: 'base' (the config every cell starts from) is required")
+    base = (path.parent / tree["base"]).resolve()
+    probe = tree.get("probe") or {}
+    if set(probe) - PROBE_KEYS:
+        raise ConfigError(f"{path}: unknown probe key(s) {sorted(set(probe) - PROBE_KEYS)} (known: {sorted(PROBE_KEYS)})")
+    grid = tree.get("grid") or {}
+    explicit = tree.get("cells") or []
+    if bool(grid) == bool(explicit):
+        raise ConfigError(f"{path}: give exactly one of 'grid' (a product of values) or 'cells' (a list)")
+    if grid:
+        keys = list(grid)
+        points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    else:
+        keys = sorted({k for c in explicit for k in c})
+        points = [dict(c) for c in explicit]
+    root = Path(out_dir or tree.get("out_dir") or f"runs/{path.stem}")
+    seeds = tree.get("seeds") or [0]
+    cells = []
+    for values, seed in itertools.product(points, seeds):
+        name = str(values.get("name") or "__".join(f"{_short(k)}={v}" for k, v in values.items())) + f"__seed={seed}"
+        name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
+        cells.append(Cell(name, values, int(seed), root / "cells" / name))
+    overrides = [str(o) for o in tree.get("overrides") or []]
+    for cell in cells:  # fail before hours of work if any cell's config is wrong
+        load_config(base, cell.overrides(overrides))
+    return AblationSpec(path, base, root, cells, overrides, probe, list(tree.get("plots") or keys), tree.get("description", ""), keys)
+
+
+def run_ablation(spec: AblationSpec, parallel: int = 1, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """Runs every unfinished cell (``parallel`` at a time, each in its own process), then tabulates."""
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    shutil_copy(spec.path, spec.out_dir / "ablation.yaml")
+    todo = [c for c in spec.cells if not (c.run_dir / "cell.json").is_file() and (only is None or c.name in only)]
+    print(f"ablation {spec.path.name}: {len(spec.cells)} cells, {len(spec.cells) - len(todo)} already done -> {spec.out_dir}")
+    if parallel <= 1:
+        for cell in todo:
+            run_cell(spec, cell)
+    else:
+        _run_parallel(spec, todo, parallel)
+    if only is not None:
+        return []  # a worker process of --parallel: the parent tabulates
+    rows = collect(spec)
+    write_results(spec, rows)
+    return rows
+
+
+def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
+    """Pretrains and probes one cell; records success or failure in ``cell.json``."""
+    from mocomri.train.pretrain import pretrain
+
+    cfg = load_config(spec.base, cell.overrides(spec.overrides))
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"--- cell {cell.name}", flush=True)
+    started = time.perf_counter()
+    record: dict[str, Any] = {"cell": cell.name, "seed": cell.seed, **cell.values}
+    try:
+        result = pretrain(cfg)
+        record.update(status="ok", steps=result.steps, final_loss=result.final_loss, contrastive_acc=result.final_accuracy, pretrain_s=result.wall_time_s)
+        record.update(_probe(spec, cfg, cell.run_dir, encoder=str(cell.run_dir)))
+    except MocomriError as e:  # a failed cell is a result (e.g. m = 0), not a crash of the grid
+        record.update(status="failed", error=str(e))
+        print(f"cell {cell.name} failed: {e}")
+    record["wall_s"] = time.perf_counter() - started
+    (cell.run_dir / "cell.json").write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+def _probe(spec: AblationSpec, cfg, out_dir: Path, encoder: str) -> dict[str, Any]:
+    from mocomri.eval import ProbeOptions, run_probe
+
+    metrics = run_probe(
+        encoder=encoder,
+        manifest=spec.probe.get("manifest") or cfg.data.manifest,
+        config=cfg,
+        label_fractions=spec.probe.get("label_fractions", [1.0]),
+        seeds=spec.probe.get("seeds", 1),
+        out_dir=out_dir / "probe",
+        baselines=[],
+        unit=spec.probe.get("unit", "item"),
+        # one feature cache for the grid: the random-init features every cell reports beside
+        # its own are extracted once
+        options=ProbeOptions(feature_cache_dir=str(spec.out_dir / "features")),
+        verbose=False,
+    )
+    frac = str(float(max(spec.probe.get("label_fractions", [1.0]))))
+    record: dict[str, Any] = {"probe_fraction": float(frac)}
+    for method, prefix in (("moco", "probe"), ("random_init", "baseline")):
+        acc = metrics["methods"][method][frac]["accuracy"]
+        record |= {f"{prefix}_acc": acc["mean"], f"{prefix}_acc_std": acc["std"], f"{prefix}_acc_ci_low": acc["ci"][0], f"{prefix}_acc_ci_high": acc["ci"][1]}
+    record["probe_balanced_acc"] = metrics["methods"]["moco"][frac]["balanced_accuracy"]["mean"]
+    return record
+
+
+def _run_parallel(spec: AblationSpec, cells: list[Cell], parallel: int) -> None:
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    running: list[tuple[Cell, subprocess.Popen]] = []
+    queue = list(cells)
+    while queue or running:
+        while queue and len(running) < parallel:
+            cell = queue.pop(0)
+            cell.run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(cell.run_dir / "cell.log", "a")
+            cmd = [sys.executable, "-m", "mocomri", "ablate", "--config", str(spec.path), "--out", str(spec.out_dir), "--only", cell.name]
+            running.append((cell, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+        time.sleep(1.0)
+        for item in list(running):
+            if item[1].poll() is not None:
+                running.remove(item)
+                print(f"cell {item[0].name} finished (exit {item[1].returncode})")
+
+
+def collect(spec: AblationSpec) -> list[dict[str, Any]]:
+    rows = []
+    for cell in spec.cells:
+        path = cell.run_dir / "cell.json"
+        rows.append(json.loads(path.read_text()) if path.is_file() else {"cell": cell.name, "seed": cell.seed, **cell.values, "status": "pending"})
+    return rows
+
+
+def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
+    """``results.csv``, ``results.md``, one PNG per plotted key, and TensorBoard HParams.
+
+    The random-init baseline is probed in every cell (same architecture, same probe, features
+    shared through the grid's feature cache); the table and plots show it beside MoCo.
+    """
+    columns = ["cell", *spec.keys, "seed", "status", "steps", "final_loss", "contrastive_acc", "probe_acc", "probe_acc_ci_low", "probe_acc_ci_high", "probe_acc_std", "probe_balanced_acc", "baseline_acc", "baseline_acc_ci_low", "baseline_acc_ci_high", "pretrain_s", "wall_s", "error"]
+    baseline = next((r for r in rows if "baseline_acc" in r), None)
+    with open(spec.out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# Ablation `{spec.path.name}`", "", spec.description, ""]
+    if baseline:
+        lines.append(f"Random-init baseline (same architecture, same probe): **{100 * baseline['baseline_acc']:.1f}%** [{100 * baseline['baseline_acc_ci_low']:.1f}, {100 * baseline['baseline_acc_ci_high']:.1f}]")
+        lines.append("")
+    header = [*spec.keys, "seed", "probe acc % [95% CI]", "final loss", "contrastive acc", "steps", "wall (min)", "status"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        acc = f"{100 * r['probe_acc']:.1f} [{100 * r['probe_acc_ci_low']:.1f}, {100 * r['probe_acc_ci_high']:.1f}]" if "probe_acc" in r else "—"
+        status = r["status"] if r["status"] != "failed" else f"failed: {r.get('error', '')[:80]}"
+        lines.append(
+            "| " + " | ".join([*(str(r.get(k)) for k in spec.keys), str(r["seed"]), acc, _fmt(r.get("final_loss")), _fmt(r.get("contrastive_acc")), str(r.get("steps", "—")), _fmt(r.get("wall_s", 0) / 60, 1), status]) + " |"
+        )
+    (spec.out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    for key in spec.plots:
+        _plot(spec, rows, baseline, key)
+    _hparams(spec, rows)
+    print("\n".join(lines))
+
+
+def _plot(spec: AblationSpec, rows: list[dict[str, Any]], baseline: dict[str, Any] | None, key: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "probe_acc" in r and isinstance(r.get(key), (int, float))]
+    if not ok:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    if key == "moco.momentum":
+        # log(1 - m): 0.9, 0.99, 0.999 ... equally spaced; m = 0 sits at 1 - m = 1
+        xs = [1 - r[key] for r in ok]
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("1 − m (momentum coefficient m)")
+    else:
+        xs = [r[key] for r in ok]
+        if all(x > 0 for x in xs) and max(xs) / max(min(xs), 1e-12) >= 10:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(key)
+    ys = [100 * r["probe_acc"] for r in ok]
+    lo = [100 * (r["probe_acc"] - r["probe_acc_ci_low"]) for r in ok]
+    hi = [100 * (r["probe_acc_ci_high"] - r["probe_acc"]) for r in ok]
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label="MoCo (95% CI)")
+    if baseline:
+        ax.axhline(100 * baseline["baseline_acc"], color="grey", ls="--", label="random-init")
+    failed = [r for r in rows if r.get("status") == "failed" and isinstance(r.get(key), (int, float))]
+    for r in failed:
+        x = (1 - r[key]) if key == "moco.momentum" else r[key]
+        ax.axvline(x, color="red", alpha=0.3)
+    ax.set_ylabel("linear-probe accuracy (%)")
+    ax.set_title(f"{spec.path.stem}: probe accuracy vs {key}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(spec.out_dir / f"acc_vs_{_short(key)}.png", dpi=120)
+    plt.close(fig)
+
+
+def _hparams(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    for r in rows:
+        if "probe_acc" not in r:
+            continue
+        hp = {k: r[k] for k in spec.keys if isinstance(r.get(k), (int, float, str, bool))} | {"seed": r["seed"]}
+        with SummaryWriter(log_dir=str(spec.out_dir / "hparams" / r["cell"])) as w:
+            w.add_hparams(hp, {"hparam/probe_acc": r["probe_acc"], "hparam/final_loss": r["final_loss"], "hparam/contrastive_acc": r["contrastive_acc"]}, run_name=".")
+
+
+def shutil_copy(src: Path, dst: Path) -> None:
+    if src.resolve() != dst.resolve():
+        dst.write_text(src.read_text())
+
+
+def _short(key: str) -> str:
+    return key.split(".")[-1]
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _yaml_scalar(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
