@@ -166,9 +166,15 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 def _parse_scalar(text: str) -> Any:
     """Parses an override's right-hand side as YAML, so ``0.99``, ``true``, ``[1,2]`` work."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -17,6 +17,10 @@ def test_load_config__override_converts_types(tmp_path):
     assert cfg.moco.mask_same_subject is False
 
 
+def test_load_config__exponent_without_dot_is_a_float():
+    assert load_config(None, ["optim.weight_decay=1e-4"]).optim.weight_decay == 1e-4
+
+
 def test_load_config__int_accepted_for_float():
     cfg = load_config(None, ["moco.momentum=0"])
     assert cfg.moco.momentum == 0.0 and isinstance(cfg.moco.momentum, float)

@@ -274,7 +274,7 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
             tqdm.write(
                 f"epoch {epoch + 1}/{n_epochs}  loss {last['loss']:.4f}  contrastive acc {last['accuracy']:.3f}"
                 + (f"  kNN acc {knn_acc:.3f}" if knn_acc is not None else "")
-                + f"  {bar.format_dict.get('rate') or 0:.2f} step/s"
+                + f"  {(done - start_step) * cfg.train.batch_size * rt.world_size / (time.perf_counter() - started):.0f} img/s"
             )
         if out_of_time:
             stopped_early = done < total_steps
