@@ -108,18 +108,22 @@ def load_ablation(path: str | Path, out_dir: str | None = None) -> AblationSpec:
     return AblationSpec(path, base, root, cells, overrides, probe, list(tree.get("plots") or keys), tree.get("description", ""), keys)
 
 
-def run_ablation(spec: AblationSpec, parallel: int = 1, only: list[str] | None = None) -> list[dict[str, Any]]:
-    """Runs every unfinished cell (``parallel`` at a time, each in its own process), then tabulates."""
+def run_ablation(
+    spec: AblationSpec, parallel: int = 1, only: list[str] | None = None, tabulate: bool = True
+) -> list[dict[str, Any]]:
+    """Runs every unfinished cell (or those named in ``only``), ``parallel`` at a time, each in
+    its own process; then tabulates every finished cell (the others are listed as pending)."""
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     shutil_copy(spec.path, spec.out_dir / "ablation.yaml")
     todo = [c for c in spec.cells if not (c.run_dir / "cell.json").is_file() and (only is None or c.name in only)]
-    print(f"ablation {spec.path.name}: {len(spec.cells)} cells, {len(spec.cells) - len(todo)} already done -> {spec.out_dir}")
+    done = sum((c.run_dir / "cell.json").is_file() for c in spec.cells)
+    print(f"ablation {spec.path.name}: {len(spec.cells)} cells, {done} already done, {len(todo)} to run now -> {spec.out_dir}")
     if parallel <= 1:
         for cell in todo:
             run_cell(spec, cell)
     else:
         _run_parallel(spec, todo, parallel)
-    if only is not None:
+    if not tabulate:
         return []  # a worker process of --parallel: the parent tabulates
     rows = collect(spec)
     write_results(spec, rows)
@@ -183,7 +187,7 @@ def _run_parallel(spec: AblationSpec, cells: list[Cell], parallel: int) -> None:
             cell = queue.pop(0)
             cell.run_dir.mkdir(parents=True, exist_ok=True)
             log = open(cell.run_dir / "cell.log", "a")
-            cmd = [sys.executable, "-m", "mocomri", "ablate", "--config", str(spec.path), "--out", str(spec.out_dir), "--only", cell.name]
+            cmd = [sys.executable, "-m", "mocomri", "ablate", "--config", str(spec.path), "--out", str(spec.out_dir), "--only", cell.name, "--no-table"]
             running.append((cell, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
         time.sleep(1.0)
         for item in list(running):

@@ -11,6 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default: the config's out_dir)")
     p.add_argument("--parallel", type=int, default=1, help="cells run at once, each in its own process")
     p.add_argument("--only", action="append", help="run only this cell (by name); repeatable")
+    p.add_argument("--no-table", action="store_true", help="do not tabulate (used by --parallel's workers)")
     p.add_argument("--list", action="store_true", help="list the cells and whether they are done, then exit")
     p.set_defaults(func=run)
 
@@ -24,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
             done = (cell.run_dir / "cell.json").is_file()
             print(f"{'done ' if done else 'todo '} {cell.name}")
         return 0
-    run_ablation(spec, parallel=args.parallel, only=args.only)
+    run_ablation(spec, parallel=args.parallel, only=args.only, tabulate=not args.no_table)
     return 0
