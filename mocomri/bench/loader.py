@@ -1,0 +1,151 @@
+"""The data loader's pairs per second, next to what a training step consumes.
+
+A synthetic cohort (:func:`mocomri.data.synthetic.make_cohort`) is written to a temporary
+folder, given a manifest with ``mocomri manifest``, and read through
+:func:`mocomri.data.datasets.build_pretrain_dataset` (2D axial slices, the full MRI
+augmentation) by a ``DataLoader`` set up as :func:`mocomri.train.pretrain.pretrain` sets it up.
+Measured with 0 workers (no prefetching) and with ``workers`` workers prefetching
+``PREFETCH`` batches each; then the step is fed from the loader, as in training, where on a
+2-core machine the workers and the step share the same cores.
+
+Only the steady state is timed: while the first batch is awaited, the workers fill their
+prefetch queues, so the first ``1 + workers * PREFETCH`` batches arrive faster than the
+loader can produce them and are not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+PREFETCH = 2  # batches each worker prefetches (DataLoader's default)
+
+
+@dataclass(frozen=True)
+class LoaderPlan:
+    subjects: int = 24
+    shape: tuple[int, int, int] = (64, 64, 48)  # voxels of each synthetic volume
+    image_size: int = 64
+    batch_size: int = 32  # of the loader-only measurement; the fed step uses its own batch
+    workers: int = 2
+    batches: int = 8  # timed batches per measurement, after the untimed prefetched ones
+    fed_steps: int = 3  # timed training steps fed from the loader
+
+
+def loader_benchmark(plan: LoaderPlan, device: torch.device, step=None) -> dict:
+    """Pairs per second of the pretraining loader, and of a step fed from it.
+
+    Args:
+        plan: the cohort and loader sizes.
+        device: where batches go (``pin_memory`` is on for CUDA, as in training).
+        step: a warmed-up :class:`~mocomri.bench.step.TrainStep` whose image size matches the
+            plan, to feed from the loader at its own batch size; None skips that part.
+
+    Returns:
+        ``{"status": "ok", "items", "pairs_per_s": {workers: rate}, "fed": {...}}``, or
+        ``{"status": "skipped: <reason>"}`` when :mod:`mocomri.data` cannot be used.
+    """
+    try:
+        from mocomri.cli import main as cli_main
+        from mocomri.data.datasets import build_pretrain_dataset
+        from mocomri.data.manifest import read_manifest
+        from mocomri.data.settings import AugmentConfig, DataConfig
+        from mocomri.data.synthetic import make_cohort
+    except ImportError as e:
+        return {"status": f"skipped: mocomri.data is not importable ({e})"}
+
+    with tempfile.TemporaryDirectory(prefix="mocomri-bench-") as tmp:
+        root = make_cohort(Path(tmp) / "cohort", subjects=plan.subjects, modalities=["T1w"], shape=plan.shape, seed=0)
+        csv = Path(tmp) / "manifest.csv"
+        with contextlib.redirect_stdout(io.StringIO()):  # its audit table is not the bench's output
+            status = cli_main(["manifest", "--root", str(root), "--out", str(csv)])
+        if status != 0:
+            return {"status": "skipped: `mocomri manifest` failed on the synthetic cohort"}
+        manifest = read_manifest(csv)
+        data_cfg = DataConfig(
+            manifest=str(csv), kind="slices2d", image_size=plan.image_size, cache_dir=str(Path(tmp) / "cache"),
+            num_workers=plan.workers,
+        )
+        splits = sorted({r.split for r in manifest.rows})
+        started = time.perf_counter()
+        dataset = build_pretrain_dataset(manifest, data_cfg, AugmentConfig(), splits=splits, progress=False)
+        result: dict = {
+            "status": "ok",
+            "items": len(dataset),
+            "cohort": f"{plan.subjects} synthetic T1w volumes {'x'.join(map(str, plan.shape))}, axial slices",
+            "image_size": plan.image_size,
+            "batch_size": plan.batch_size,
+            "cache_fill_s": time.perf_counter() - started,
+            "pairs_per_s": {},
+        }
+        for workers in dict.fromkeys((0, plan.workers)):
+            loader = _loader(dataset, plan.batch_size, workers, device)
+            result["pairs_per_s"][str(workers)] = _pairs_per_s(loader, plan.batches, _untimed(workers))
+        if step is not None:
+            loader = _loader(dataset, step.spec.batch_size, plan.workers, device)
+            result["fed"] = _fed_step(loader, step, plan.fed_steps, _untimed(plan.workers))
+        return result
+
+
+def _untimed(workers: int) -> int:
+    """Batches to skip before timing: the first, and those prefetched while it was awaited."""
+    return 1 + workers * PREFETCH
+
+
+def _loader(dataset, batch_size: int, workers: int, device: torch.device):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        prefetch_factor=PREFETCH if workers > 0 else None,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _batches(loader):
+    while True:
+        yield from loader
+
+
+def _pairs_per_s(loader, batches: int, untimed: int) -> float:
+    it = _batches(loader)
+    for _ in range(untimed):
+        next(it)
+    start = time.perf_counter()
+    pairs = sum(len(next(it)["view1"]) for _ in range(batches))
+    return pairs / (time.perf_counter() - start)
+
+
+def _fed_step(loader, step, steps: int, untimed: int) -> dict:
+    """The step fed by the loader, as in training: pairs/s and the fraction spent waiting for data."""
+    fmt = step.memory_format
+    it = _batches(loader)
+    wait = 0.0
+    for i in range(untimed + steps):
+        if i == untimed:
+            step.sync()
+            start, wait = time.perf_counter(), 0.0
+        t = time.perf_counter()
+        batch = next(it)
+        wait += time.perf_counter() - t
+        step.view_q = batch["view1"].to(step.device, torch.float32, non_blocking=True).contiguous(memory_format=fmt)
+        step.view_k = batch["view2"].to(step.device, torch.float32, non_blocking=True).contiguous(memory_format=fmt)
+        step.subjects = batch["subject"].to(step.device, non_blocking=True)
+        step()
+    step.sync()
+    elapsed = time.perf_counter() - start
+    return {"pairs_per_s": steps * step.spec.batch_size / elapsed, "data_wait_frac": wait / elapsed,
+            "variant": step.spec.variant, "batch_size": step.spec.batch_size}

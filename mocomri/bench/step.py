@@ -1,0 +1,186 @@
+"""A timed MoCo training step: the model, optimiser and inputs of one benchmark case.
+
+:class:`TrainStep` runs what one iteration of :func:`mocomri.train.pretrain.pretrain` runs
+(autocast forward of :class:`~mocomri.models.MoCo`, ``zero_grad(set_to_none=True)``, backward
+through the grad scaler, SGD with momentum and weight decay, the on-device NaN check; no host
+sync except the scaler's inf check in fp16) on fixed random inputs, so that the data loader is
+not part of the measurement. With ``formulation="reference"`` it runs
+:mod:`mocomri.bench.reference` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mocomri.bench.reference import ReferenceMoCo, reference_train_step
+from mocomri.models import MoCo, convert_to_split_bn, create_encoder, spatial_dims_of
+
+FORMULATIONS = ("mocomri", "reference")
+PRECISIONS = ("fp32", "bf16", "fp16")
+# "module": torch.compile of the whole MoCo module, as ``train.compile=true`` does;
+# "encoders": nn.Module.compile() of the two backbones only (the rest stays eager).
+COMPILE_MODES = ("none", "module", "encoders")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One benchmark case. Defaults are those of ``configs/brain_tumor_cpu.yaml`` (MoCo v2,
+    ResNet-18 at 64 px, batch 128, K = 4096, split BatchNorm over 8 sub-batches).
+
+    ``precision`` and ``channels_last`` are explicit here; :func:`default_spec` resolves them the
+    way a training run does (:mod:`mocomri.train.runtime`).
+    """
+
+    encoder: str = "resnet18"
+    image_size: int = 64  # side of the 2D image or 3D patch
+    batch_size: int = 128
+    width: int = 64
+    in_channels: int = 1
+    queue_size: int = 4096  # K
+    proj_dim: int = 128
+    proj_hidden_dim: int = 2048
+    bn_splits: int = 8
+    shuffle_bn: str = "split"  # MoCo's single-device default; "none" keeps plain BatchNorm
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: str = "none"  # one of COMPILE_MODES
+    formulation: str = "mocomri"
+    fused_sgd: bool = False  # torch.optim.SGD(fused=True) instead of its default implementation
+    device: str = "cpu"
+
+    @property
+    def spatial_dims(self) -> int:
+        return spatial_dims_of(self.encoder)
+
+    @property
+    def variant(self) -> str:
+        """A short label: ``fp32``, ``bf16+cl``, ``bf16+cl+compile``, ``reference``..."""
+        if self.formulation == "reference":
+            return "reference"
+        compiled = {"none": [], "module": ["compile"], "encoders": ["compile-enc"]}[self.compile]
+        parts = [self.precision] + ["cl"] * self.channels_last + compiled + ["fused-sgd"] * self.fused_sgd
+        parts += ["plain-bn"] * (self.shuffle_bn == "none")
+        return "+".join(parts)
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first impossible field."""
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"formulation={self.formulation!r} must be one of {FORMULATIONS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile={self.compile!r} must be one of {COMPILE_MODES}")
+        if self.shuffle_bn not in ("split", "none"):
+            raise ValueError(f"shuffle_bn={self.shuffle_bn!r} must be 'split' or 'none' (one device)")
+        if self.formulation == "reference" and (self.precision != "fp32" or self.channels_last or self.compile != "none"):
+            raise ValueError("the reference step is plain fp32, contiguous and eager by definition")
+        for name in ("image_size", "batch_size", "width", "queue_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size={self.batch_size} must be at least 2 (BatchNorm)")
+
+
+def default_spec(device: str = "cpu", **fields) -> StepSpec:
+    """The spec a training run would use on ``device``: precision and channels-last resolved by
+    :func:`mocomri.train.runtime.select_precision` and ``select_channels_last`` ("auto")."""
+    from mocomri.train.runtime import select_channels_last, select_precision
+
+    spec = StepSpec(device=device, **fields)
+    dev = torch.device(device)
+    return dataclasses.replace(
+        spec,
+        precision=select_precision("auto", dev),
+        channels_last=select_channels_last("auto", dev, spec.spatial_dims),
+    )
+
+
+class TrainStep:
+    """The model, optimiser and fixed inputs of a :class:`StepSpec`; call it to run one step.
+
+    Args:
+        spec: the case.
+        seed: seeds the weights, the queue and the inputs.
+
+    Shape:
+        inputs: (B, C_in, S, S) or (B, C_in, S, S, S) with S = ``spec.image_size``.
+    """
+
+    def __init__(self, spec: StepSpec, seed: int = 0) -> None:
+        spec.validate()
+        self.spec = spec
+        self.device = torch.device(spec.device)
+        torch.manual_seed(seed)
+        backbone, features = create_encoder(spec.encoder, in_channels=spec.in_channels, width=spec.width)
+        self.memory_format = torch.contiguous_format
+        if spec.channels_last:
+            self.memory_format = torch.channels_last if spec.spatial_dims == 2 else torch.channels_last_3d
+
+        shape = (spec.batch_size, spec.in_channels, *([spec.image_size] * spec.spatial_dims))
+        g = torch.Generator().manual_seed(seed + 1)
+        view_q = torch.randn(shape, generator=g)
+        view_k = view_q + 0.1 * torch.randn(shape, generator=g)  # a nearby second view
+        self.view_q = view_q.to(self.device).contiguous(memory_format=self.memory_format)
+        self.view_k = view_k.to(self.device).contiguous(memory_format=self.memory_format)
+        # Eight images per subject, so that same-subject masking has work to do as in training.
+        self.subjects = torch.arange(spec.batch_size, device=self.device) % max(spec.batch_size // 8, 1)
+        self.momentum = 0.99
+        lr = 0.06 * spec.batch_size / 256
+
+        if spec.formulation == "reference":
+            backbone = convert_to_split_bn(backbone, spec.bn_splits)
+            self.model = ReferenceMoCo(backbone, features, spec.proj_dim, spec.proj_hidden_dim, spec.queue_size).to(self.device)
+        else:
+            self.model = MoCo(
+                backbone,
+                features,
+                proj_dim=spec.proj_dim,
+                proj_hidden_dim=spec.proj_hidden_dim,
+                queue_size=spec.queue_size,
+                shuffle_bn=spec.shuffle_bn,
+                bn_splits=spec.bn_splits,
+            ).to(self.device, memory_format=self.memory_format)
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        extra = {"fused": True} if spec.fused_sgd else {}
+        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, **extra)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=spec.precision == "fp16")
+        self.net = torch.compile(self.model) if spec.compile == "module" else self.model
+        if spec.compile == "encoders":
+            self.model.base_encoder.compile()
+            self.model.momentum_encoder.compile()
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.steps = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.spec.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def __call__(self) -> Tensor | float:
+        """One training step; returns the loss (a device tensor: no host sync, except for the
+        reference, which reads it back as ``main_moco.py`` does)."""
+        if self.spec.formulation == "reference":
+            return reference_train_step(self.model, self.optimizer, self.view_q, self.view_k, self.momentum)
+        with self.autocast():
+            out = self.net(self.view_q, self.view_k, momentum=self.momentum, subjects=self.subjects)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # As the training loop does: record a non-finite loss on the device, look at it later.
+        loss = out.loss.detach()
+        self.first_bad_step = torch.where((self.first_bad_step < 0) & ~torch.isfinite(loss), self.steps, self.first_bad_step)
+        self.steps += 1
+        return loss
+
+    def sync(self) -> None:
+        """Waits for the device (a no-op on the CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
