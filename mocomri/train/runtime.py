@@ -73,12 +73,17 @@ def select_precision(name: str, device: torch.device) -> str:
 
 
 def select_channels_last(setting: str, device: torch.device, spatial_dims: int) -> bool:
-    """Channels-last pays off for 2D convolutions on CUDA and on oneDNN CPUs; measured in BENCHMARKS.md."""
+    """``auto``: channels-last for 2D convolutions on CUDA only.
+
+    On the 2-core AVX-512 BF16 CPU of BENCHMARKS.md, channels-last made the MoCo step slower
+    (ResNet-18, 64 px, batch 128: bf16 1.74x the fp32 reference without it, 1.49x with it;
+    fp32 0.89x), so the CPU default keeps the contiguous layout.
+    """
     if setting not in ("auto", "true", "false"):
         raise ValueError(f"train.channels_last={setting!r} must be auto, true or false")
     if setting != "auto":
         return setting == "true"
-    return spatial_dims == 2
+    return spatial_dims == 2 and device.type == "cuda"
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
