@@ -165,3 +165,22 @@ def test_loader_benchmark__counts_pairs_from_a_synthetic_cohort(one_thread):
     assert result["status"] == "ok", result["status"]
     assert result["items"] >= 2 * plan.batch_size
     assert set(result["pairs_per_s"]) == {"0"} and result["pairs_per_s"]["0"] > 0
+
+
+def test_colab_split_bn__normalises_strided_sub_batches():
+    """The reference's split BatchNorm: sample i in sub-batch i % G, each with its own biased
+    statistics; the running mean is the average of the sub-batches' moved copies."""
+    from mocomri.bench.reference import ColabSplitBatchNorm2d, colab_split_bn
+
+    torch.manual_seed(3)
+    x = torch.randn(8, 3, 4, 4) * torch.arange(1.0, 9.0).view(8, 1, 1, 1)
+    net = colab_split_bn(torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=0.5)), 4).train()
+    assert isinstance(net[0], ColabSplitBatchNorm2d)
+    out = net(x)
+    for g in range(4):
+        part = x[g::4]
+        mean = part.mean(dim=(0, 2, 3), keepdim=True)
+        var = part.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        torch.testing.assert_close(out[g::4], (part - mean) / torch.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)
+    means = torch.stack([x[g::4].mean(dim=(0, 2, 3)) for g in range(4)]).mean(0)
+    torch.testing.assert_close(net[0].running_mean, 0.5 * means, rtol=1e-5, atol=1e-6)

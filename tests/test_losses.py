@@ -39,7 +39,6 @@ def test_info_nce__matches_numpy_reference():
     loss, accuracy = numpy_info_nce(q, k, queue, 0.2)
     assert out.loss.item() == pytest.approx(loss, rel=1e-5)
     assert out.accuracy.item() == pytest.approx(accuracy)
-    assert out.logits.shape == (5, 18)
 
 
 def test_info_nce__logit_means_match_reference():
@@ -67,11 +66,9 @@ def test_info_nce__same_subject_masking_equals_deleting_those_negatives():
     loss, accuracy = numpy_info_nce(q, k, queue, 0.1, keep=np.array(keep))
     assert out.loss.item() == pytest.approx(loss, rel=1e-5)
     assert out.accuracy.item() == pytest.approx(accuracy)
-    # exactly the same-subject entries are at -inf; -1 (unknown) never masks
-    masked = torch.isinf(out.logits[:, 1:])
+    # the negatives' mean is over unmasked entries only; -1 (unknown) never masks
+    masked = torch.tensor(keep).logical_not()
     assert masked.sum().item() == 3 + 2 + 1 + 0
-    assert not masked[:, queue_subjects == -1].any()
-    # the negatives' mean is over unmasked entries only
     neg = (q.double() @ queue.double().T / 0.1)[~masked]
     assert out.neg_logit.item() == pytest.approx(neg.mean().item(), rel=1e-5)
 
@@ -105,7 +102,7 @@ def test_info_nce__gradient_reaches_q_only_where_given():
     out = info_nce(q, _unit(3, 4, seed=13), _unit(5, 4, seed=14), 0.2)
     out.loss.backward()
     assert q.grad is not None and torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
-    assert not out.accuracy.requires_grad and not out.logits.requires_grad
+    assert not out.accuracy.requires_grad and not out.neg_logit.requires_grad
 
 
 def test_info_nce__float32_under_autocast():
@@ -113,7 +110,7 @@ def test_info_nce__float32_under_autocast():
     expected = info_nce(q, k, queue, 0.07).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = info_nce(q.bfloat16(), k.bfloat16(), queue.bfloat16(), 0.07)
-    assert out.loss.dtype == torch.float32 and out.logits.dtype == torch.float32
+    assert out.loss.dtype == torch.float32
     assert out.loss.item() == pytest.approx(expected.item(), rel=2e-2)
 
 
@@ -122,6 +119,43 @@ def test_info_nce__all_negatives_masked_stays_finite():
     out = info_nce(q, k, queue, 0.2, q_subjects=torch.tensor([1, 1]), queue_subjects=torch.tensor([1, 1, 1]))
     assert out.loss.item() == pytest.approx(0.0, abs=1e-7)
     assert out.accuracy.item() == 1.0 and out.neg_logit.item() == 0.0
+
+
+def _dense_info_nce(q, k, queue, temperature, masked=None):
+    """The textbook formulation in float64: (B, 1+K) logits, masked entries at -inf, cross
+    entropy against index 0 (as builder.py and main_moco.py of the MoCo code compute it)."""
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature
+    if masked is not None:
+        logits[:, 1:] = logits[:, 1:].masked_fill(masked, float("-inf"))
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
+
+
+def test_info_nce__gradient_matches_dense_float64():
+    q = _unit(6, 5, seed=21).requires_grad_(True)
+    queue = _unit(10, 5, seed=23).requires_grad_(True)
+    k = _unit(6, 5, seed=22)
+    q_subjects = torch.tensor([0, 1, 2, 3, 4, 5])
+    queue_subjects = torch.tensor([0, 1, 1, -1, 7, 2, 0, 3, 3, 9])
+    out = info_nce(q, k, queue, 0.2, q_subjects, queue_subjects)
+    out.loss.backward()
+
+    q64 = q.detach().double().requires_grad_(True)
+    queue64 = queue.detach().double().requires_grad_(True)
+    masked = (q_subjects[:, None] == queue_subjects[None, :]) & (queue_subjects[None, :] >= 0)
+    expected = _dense_info_nce(q64, k.double(), queue64, 0.2, masked)
+    expected.backward()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(q.grad.double(), q64.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(queue.grad.double(), queue64.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_info_nce__fully_masked_query_has_finite_gradient():
+    q = _unit(2, 4, seed=24).requires_grad_(True)
+    # query 0's subject fills the queue: no negatives; query 1 has all of them
+    out = info_nce(q, _unit(2, 4, seed=25), _unit(3, 4, seed=26), 0.2,
+                   q_subjects=torch.tensor([4, 5]), queue_subjects=torch.tensor([4, 4, 4]))
+    out.loss.backward()
+    assert torch.isfinite(q.grad).all() and q.grad[1].abs().sum() > 0
 
 
 @pytest.mark.parametrize(

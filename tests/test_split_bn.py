@@ -9,15 +9,22 @@ from mocomri.models.split_bn import SplitBatchNorm2d, SplitBatchNorm3d, convert_
 
 
 def _per_group_reference(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
-    """Each sub-batch {i : i % groups == g} normalised alone with its own biased statistics."""
+    """Each contiguous block {i : i // (N / groups) == g} normalised alone with its own biased
+    statistics."""
     out = torch.empty_like(x)
     dims = [0, *range(2, x.ndim)]
+    size = x.shape[0] // groups
     for g in range(groups):
-        part = x[g::groups]
+        part = x[g * size : (g + 1) * size]
         mean = part.mean(dim=dims, keepdim=True)
         var = part.var(dim=dims, unbiased=False, keepdim=True)
-        out[g::groups] = (part - mean) / torch.sqrt(var + eps)
+        out[g * size : (g + 1) * size] = (part - mean) / torch.sqrt(var + eps)
     return out
+
+
+def _blocks(x: torch.Tensor, groups: int) -> list[torch.Tensor]:
+    size = x.shape[0] // groups
+    return [x[g * size : (g + 1) * size] for g in range(groups)]
 
 
 def test_split_bn__training_normalises_each_sub_batch():
@@ -32,11 +39,34 @@ def test_split_bn__running_stats_average_the_sub_batches():
     x = torch.randn(6, 2, 3, 3, 3)
     bn = SplitBatchNorm3d(2, num_splits=3, momentum=0.5).train()
     bn(x)
-    means = torch.stack([x[g::3].mean(dim=(0, 2, 3, 4)) for g in range(3)])
-    variances = torch.stack([x[g::3].var(dim=(0, 2, 3, 4), unbiased=True) for g in range(3)])
+    means = torch.stack([b.mean(dim=(0, 2, 3, 4)) for b in _blocks(x, 3)])
+    variances = torch.stack([b.var(dim=(0, 2, 3, 4), unbiased=True) for b in _blocks(x, 3)])
     torch.testing.assert_close(bn.running_mean, 0.5 * means.mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(bn.running_var, 0.5 + 0.5 * variances.mean(0), rtol=1e-5, atol=1e-6)
     assert int(bn.num_batches_tracked) == 1
+
+
+def test_split_bn__channels_last_in_channels_last_out_with_equal_values():
+    torch.manual_seed(6)
+    x = torch.randn(8, 5, 6, 6)
+    bn = SplitBatchNorm2d(5, num_splits=4).train()
+    out = bn(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, _per_group_reference(x, 4, bn.eps), rtol=1e-4, atol=1e-4)
+
+
+def test_split_bn__gradient_matches_per_block_batchnorm():
+    torch.manual_seed(7)
+    x = torch.randn(6, 2, 3, 3, requires_grad=True)
+    bn = SplitBatchNorm2d(2, num_splits=3).train()
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn(x).pow(2).mul(torch.arange(6.0).view(6, 1, 1, 1)).sum().backward()
+    y = x.detach().clone().requires_grad_(True)
+    w = bn.weight.detach().clone().requires_grad_(True)
+    out = torch.cat([F.batch_norm(b, None, None, w, None, True, 0.0, bn.eps) for b in _blocks(y, 3)])
+    out.pow(2).mul(torch.arange(6.0).view(6, 1, 1, 1)).sum().backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.weight.grad, w.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_split_bn__eval_is_plain_batchnorm():
@@ -73,7 +103,7 @@ def test_split_bn__momentum_none_is_a_cumulative_average():
     batches = [torch.randn(4, 2, 2, 2) + i for i in range(3)]
     for x in batches:
         bn(x)
-    means = [torch.stack([x[g::2].mean(dim=(0, 2, 3)) for g in range(2)]).mean(0) for x in batches]
+    means = [torch.stack([b.mean(dim=(0, 2, 3)) for b in _blocks(x, 2)]).mean(0) for x in batches]
     torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0), rtol=1e-5, atol=1e-6)
 
 

@@ -56,6 +56,9 @@ class Plan:
     component_rounds: int = 5
     roofline_sizes: tuple[int, ...] = (1024, 2048, 3072)
     roofline_min_time_s: float = 0.2
+    process_pairs: int = 5  # CPU headline across processes: alternating (reference, default) pairs
+    process_rounds: int = 3  # timings per child process
+    process_calls: int = 1  # steps per timing in a child
     loader: LoaderPlan | None = field(default_factory=LoaderPlan)
     feed_step: bool = True  # also feed the default step from the loader
 
@@ -86,6 +89,7 @@ def make_plan(name: str, device: torch.device) -> Plan:
             rounds=3,
             queue_rounds=3,
             component_rounds=3,
+            process_pairs=3,
             loader=LoaderPlan(subjects=12, batches=6),
             feed_step=False,
         )
@@ -134,6 +138,8 @@ def _tiny() -> Plan:
         component_rounds=1,
         roofline_sizes=(64,),
         roofline_min_time_s=0.0,
+        process_pairs=1,
+        process_rounds=1,
         loader=None,
         feed_step=False,
     )

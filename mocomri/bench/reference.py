@@ -8,8 +8,9 @@ and a ``torch.cat`` as there, and a queue that is rebuilt every step by ``torch.
 slicing (the common re-implementation of the FIFO; ``builder.py`` itself writes a slice in
 place, which is what :class:`mocomri.models.KeyQueue` does). On one device, BatchNorm is kept
 from leaking the positive as in the official MoCo Colab demo: split BatchNorm and a shuffled key
-batch; the bench builds it on the same split-BN encoder as the fast step, so the two compare
-formulations, not networks.
+batch, with the demo's ``SplitBatchNorm`` (one ``batch_norm`` call on the batch reshaped to
+(N/G, G·C, H, W); :class:`ColabSplitBatchNorm2d`). The network, its weights and the sub-batch
+count are those of the fast step, so the two compare formulations, not networks.
 
 It is deliberately not optimised. It is also an independent check of :class:`mocomri.models.MoCo`:
 with the same weights, inputs and random state, the two give the same loss (``tests/test_bench.py``).
@@ -23,13 +24,58 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mocomri.models.split_bn import _num_groups, _SplitBatchNorm, _to_split
+
+
+class _ColabSplitBatchNorm(_SplitBatchNorm):
+    """The MoCo Colab demo's ``SplitBatchNorm``: sample i in sub-batch ``i % G``, all sub-batches
+    in one native call on the batch viewed as (N/G, G·C, *S). That view exists only for
+    contiguous NCHW memory, which is why :class:`mocomri.models.SplitBatchNorm2d` cuts
+    contiguous blocks instead. Same statistics, same running-average rule."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        groups = _num_groups(input.shape[0], self.num_splits, input[0, 0].numel()) if self.training else 1
+        if groups == 1:
+            return nn.modules.batchnorm._BatchNorm.forward(self, input)
+        n, c = input.shape[:2]
+        mean, var = self.running_mean.repeat(groups), self.running_var.repeat(groups)
+        out = F.batch_norm(
+            input.reshape(n // groups, groups * c, *input.shape[2:]), mean, var,
+            self.weight.repeat(groups), self.bias.repeat(groups), True, self.momentum, self.eps,
+        )
+        self.num_batches_tracked.add_(1)
+        self.running_mean.copy_(mean.view(groups, c).mean(dim=0))
+        self.running_var.copy_(var.view(groups, c).mean(dim=0))
+        return out.reshape(input.shape)
+
+
+class ColabSplitBatchNorm2d(_ColabSplitBatchNorm, nn.BatchNorm2d):
+    """:class:`_ColabSplitBatchNorm` for (N, C, H, W)."""
+
+
+class ColabSplitBatchNorm3d(_ColabSplitBatchNorm, nn.BatchNorm3d):
+    """:class:`_ColabSplitBatchNorm` for (N, C, D, H, W)."""
+
+
+def colab_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
+    """Swaps every plain BatchNorm2d/3d child of ``module`` for its Colab-style split version,
+    keeping weights and statistics (as :func:`mocomri.models.convert_to_split_bn` does)."""
+    kinds = {nn.BatchNorm2d: ColabSplitBatchNorm2d, nn.BatchNorm3d: ColabSplitBatchNorm3d}
+    for name, child in module.named_children():
+        if type(child) in kinds:
+            setattr(module, name, _to_split(child, kinds[type(child)], num_splits))
+        else:
+            colab_split_bn(child, num_splits)
+    return module
+
 
 class ReferenceMoCo(nn.Module):
     """MoCo v2 as in ``moco/builder.py`` (single device, no masking, no DDP).
 
     Args:
-        base_encoder: the backbone, giving pooled features (B, F); already converted to split
-            BatchNorm when the query and key batches should be normalised in sub-batches.
+        base_encoder: the backbone, giving pooled features (B, F); already converted by
+            :func:`colab_split_bn` when the batches should be normalised in sub-batches.
         feature_dim: F.
         proj_dim: ``dim`` in builder.py (128).
         proj_hidden_dim: the MLP head's hidden width (2048 in MoCo v2).

@@ -58,26 +58,40 @@ def _steps(run: dict) -> str:
     parts = [
         f"Default on {run['device']}: {d['precision']}, channels-last for 2D: {_yes(d['channels_last_2d'])}, "
         f"for 3D: {_yes(d['channels_last_3d'])}. Times: median (best) of {_rounds(run)} round-robin timings; "
-        "ratios: median over rounds of the per-round ratio."
+        "ratios: median over rounds of the per-round ratio. 1-min load average (2 cores): "
+        f"{_f(run.get('load_1min_start'), 1)} at the start, {_f(run.get('load_1min_end'), 1)} at the end; "
+        "per case in the last column."
     ]
     h = run["headline"]
     if h.get("status") == "ok":
+        p = h.get("processes")
+        if p:
+            parts.append(
+                f"**Headline ({h['case']}), as run:** the default step `{p['default']['variant']}` in a process "
+                f"with freed memory kept (as `mocomri pretrain` runs it) at {p['default']['images_per_s']:.0f} images/s "
+                f"vs the plain fp32 MoCo v2 reference in a plain PyTorch process at "
+                f"{p['reference']['images_per_s']:.0f} images/s: **{p['speedup']:.2f}x** (median of "
+                f"{p['pairs']} alternating process pairs: {', '.join(f'{x:.2f}x' for x in p['speedups'])}; page faults "
+                f"per step {p['reference']['page_faults_per_step']:.0f} vs {p['default']['page_faults_per_step']:.0f})."
+            )
+        kept = run.get("freed_memory_kept_in_process")
         parts.append(
-            f"**Headline ({h['case']}):** default `{h['default_variant']}` at {h['default_images_per_s']:.0f} images/s "
-            f"vs the plain fp32 MoCo v2 reference at {h['reference_images_per_s']:.0f} images/s: "
-            f"**{h['speedup']:.2f}x** (best against best: {h['speedup_best']:.2f}x)."
+            f"**Same process ({h['case']}):** default `{h['default_variant']}` at {h['default_images_per_s']:.0f} images/s "
+            f"vs the reference formulation at {h['reference_images_per_s']:.0f} images/s: "
+            f"**{h['speedup']:.2f}x** (best against best: {h['speedup_best']:.2f}x)"
+            + (": the formulation alone, both with freed memory kept." if kept else ".")
         )
-    head = "| case | variant | ms/step | images/s | x vs fp32 | x vs reference | GFLOP/step | GFLOP/s | peak MiB |"
-    rows = [head, "|" + "---|" * 9]
+    head = "| case | variant | ms/step | images/s | x vs fp32 | x vs reference | GFLOP/step | GFLOP/s | peak MiB | load |"
+    rows = [head, "|" + "---|" * 10]
     for r in run["steps"]:
         name = f"**{r['variant']}**" if r["is_default"] else r["variant"]
         if r["status"] != "ok":
-            rows.append(f"| {r['case']} | {name} | {r['status']} | | | | | | |")
+            rows.append(f"| {r['case']} | {name} | {r['status']} | | | | | | | |")
             continue
         rows.append(
             f"| {r['case']} | {name} | {r['median_ms']:.0f} ({r['best_ms']:.0f}) | {r['images_per_s']:.1f} | "
             f"{_x(r.get('speedup_vs_fp32'))} | {_x(r.get('speedup_vs_reference'))} | {_f(r.get('gflop_per_step'), 1)} | "
-            f"{_f(r.get('achieved_gflops'), 0)} | {_f(r.get('peak_mem_mb'), 0)} |"
+            f"{_f(r.get('achieved_gflops'), 0)} | {_f(r.get('peak_mem_mb'), 0)} | {_f(r.get('load_1min'), 1)} |"
         )
     parts.append("\n".join(rows))
     compiled = [r for r in run["steps"] if r["compile"] != "none"]
@@ -155,9 +169,11 @@ def _queue(run: dict) -> str:
 
 
 def _roofline(run: dict) -> str:
-    rows = ["| precision | matmul GFLOP/s | at n |", "|---|---|---|"]
+    rows = ["| precision | GEMM GFLOP/s (start / end of the run) | kernel, n | by kernel |", "|---|---|---|---|"]
     for dtype, r in run["roofline"].items():
-        rows.append(f"| {dtype} | {r['gflops']:.0f} | {r['n']} |")
+        both = " / ".join(f"{g:.0f}" for g in r.get("measured_gflops", []))
+        kernels = ", ".join(f"{k} {g:.0f}" for k, g in r.get("by_kernel_gflops", {}).items())
+        rows.append(f"| {dtype} | {r['gflops']:.0f}{f' ({both})' if both else ''} | {r.get('kernel', 'mm')}, {r['n']} | {kernels} |")
     ft = run["flop_target"]
     rows += ["", f"Achieved FLOP/s of the step at {ft['case']} against the matmul roofline of its precision "
                  "(FLOPs from `torch.utils.flop_counter`; median step time, best in brackets):", "",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mocomri.bench.reference import ReferenceMoCo, reference_train_step
-from mocomri.models import MoCo, convert_to_split_bn, create_encoder, spatial_dims_of
+from mocomri.bench.reference import ReferenceMoCo, colab_split_bn, reference_train_step
+from mocomri.models import MoCo, create_encoder, spatial_dims_of
 
 FORMULATIONS = ("mocomri", "reference")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -133,7 +133,7 @@ class TrainStep:
         lr = 0.06 * spec.batch_size / 256
 
         if spec.formulation == "reference":
-            backbone = convert_to_split_bn(backbone, spec.bn_splits)
+            backbone = colab_split_bn(backbone, spec.bn_splits)
             self.model = ReferenceMoCo(backbone, features, spec.proj_dim, spec.proj_hidden_dim, spec.queue_size).to(self.device)
         else:
             self.model = MoCo(

@@ -8,6 +8,7 @@ many GPUs when the key batch is also shuffled.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -16,9 +17,17 @@ class _SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
     """In training, each of ``num_splits`` sub-batches is normalised with its own statistics;
     the running statistics are updated with their average. In eval mode, plain BatchNorm.
 
-    Sample i falls in sub-batch ``i % G``. G is ``num_splits`` when it divides the batch;
-    otherwise G is the largest divisor of the batch below ``num_splits`` (1 for a prime batch:
-    plain BatchNorm), and never so large that a sub-batch has a single value per channel.
+    The batch is cut into G contiguous blocks: sample i falls in sub-batch ``i // (N / G)``.
+    G is ``num_splits`` when it divides the batch; otherwise G is the largest divisor of the
+    batch below ``num_splits`` (1 for a prime batch: plain BatchNorm), and never so large that a
+    sub-batch has a single value per channel. MoCo shuffles the key batch before the key
+    encoder, so contiguous blocks are random subsets.
+
+    The Colab demo instead reshapes (N, C, *S) to (N/G, G·C, *S) (sample i in sub-batch
+    ``i % G``): one native call, but a view only of contiguous NCHW memory, so every layer of a
+    channels-last network pays two layout conversions per pass. Each block of a channels-last
+    batch is itself channels-last, and the native kernel normalises it in place of layout
+    (``mocomri bench``, BENCHMARKS.md: the step is faster this way, and channels-last pays).
     """
 
     def __init__(self, num_features: int, num_splits: int, **kwargs) -> None:
@@ -41,19 +50,21 @@ class _SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
 
-        n, c = input.shape[:2]
-        # input: (N, C, *S) -> x: (N/G, G·C, *S); sample i lands in channel block i % G
-        x = input.reshape(n // groups, groups * c, *input.shape[2:])
-        mean = self.running_mean.repeat(groups) if tracked else None
-        var = self.running_var.repeat(groups) if tracked else None
-        weight = self.weight.repeat(groups) if self.weight is not None else None
-        bias = self.bias.repeat(groups) if self.bias is not None else None
-        out = F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)
+        # One copy of the running statistics per sub-batch, each moved by its own block: (G, C).
+        mean = self.running_mean.repeat(groups, 1) if tracked else None
+        var = self.running_var.repeat(groups, 1) if tracked else None
+        # torch.cat of channels-last blocks is channels-last: the layout survives the layer.
+        out = torch.cat(
+            [
+                F.batch_norm(block, mean[g] if tracked else None, var[g] if tracked else None,
+                             self.weight, self.bias, True, factor, self.eps)
+                for g, block in enumerate(input.chunk(groups))
+            ]
+        )
         if tracked:
-            # Each sub-batch moved its copy of the running stats; keep their average.
-            self.running_mean.copy_(mean.view(groups, c).mean(dim=0))
-            self.running_var.copy_(var.view(groups, c).mean(dim=0))
-        return out.reshape(input.shape)
+            self.running_mean.copy_(mean.mean(dim=0))
+            self.running_var.copy_(var.mean(dim=0))
+        return out
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_splits={self.num_splits}"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import platform
 import random
 from dataclasses import dataclass
 
@@ -73,17 +76,50 @@ def select_precision(name: str, device: torch.device) -> str:
 
 
 def select_channels_last(setting: str, device: torch.device, spatial_dims: int) -> bool:
-    """``auto``: channels-last for 2D convolutions on CUDA only.
+    """``auto``: channels-last for 2D convolutions (CPU and CUDA), the default layout for 3D.
 
-    On the 2-core AVX-512 BF16 CPU of BENCHMARKS.md, channels-last made the MoCo step slower
-    (ResNet-18, 64 px, batch 128: bf16 1.74x the fp32 reference without it, 1.49x with it;
-    fp32 0.89x), so the CPU default keeps the contiguous layout.
+    Measured with ``mocomri bench --quick`` (BENCHMARKS.md) on a 2-core AMD EPYC (AVX2, fp32):
+    the 2D MoCo step is 1.29x faster in channels-last at 64 px and 1.27x at 128 px, while the 3D
+    ResNet-18 step at 64³ is 0.89x, so 3D keeps the contiguous layout. (With the earlier split
+    BatchNorm, which reshaped every activation, channels-last was slower on the CPU.)
     """
     if setting not in ("auto", "true", "false"):
         raise ValueError(f"train.channels_last={setting!r} must be auto, true or false")
     if setting != "auto":
         return setting == "true"
-    return spatial_dims == 2 and device.type == "cuda"
+    return spatial_dims == 2
+
+
+# mallopt(3) parameters, from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Keeps memory that PyTorch frees on the CPU in the process, for the next step to reuse.
+
+    PyTorch has no caching allocator for CPU tensors: they come from glibc's malloc, which
+    serves every block above a threshold (at most 32 MiB) with a fresh ``mmap`` and returns
+    freed memory to the kernel. A training step allocates and frees the same large activations
+    every iteration, so the kernel faults in and zeroes their pages every time: about 138,000
+    page faults per MoCo step at ResNet-18/64 px/batch 128, and a quarter of the step's time
+    (BENCHMARKS.md). This switches glibc to its heap only (``M_MMAP_MAX`` = 0) and stops it
+    trimming the heap (``M_TRIM_THRESHOLD`` at its largest, 2 GiB), the in-process form of
+    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``. The process keeps its peak footprint
+    instead of shrinking between steps; the peak itself does not grow. DataLoader workers
+    forked later inherit the setting.
+
+    Returns:
+        True when the policy was applied; False where the C library is not glibc (musl,
+        macOS, Windows), which is left as it is.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1
+        return libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)) == 1 and ok
+    except (OSError, AttributeError):
+        return False
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
