@@ -2,8 +2,10 @@
 
 - :mod:`.step`: the timed training step (:class:`TrainStep`) and its settings (:class:`StepSpec`);
 - :mod:`.reference`: the plain MoCo v2 step it is measured against;
+- :mod:`.processes`: the headline comparison in alternating child processes (allocator settings
+  are per process);
 - :mod:`.timing`: round-robin timing and paired ratios;
-- :mod:`.memory`, :mod:`.flops`, :mod:`.roofline`: peak memory, FLOPs, the matmul ceiling;
+- :mod:`.memory`, :mod:`.flops`, :mod:`.roofline`: peak memory, FLOPs, the GEMM ceiling;
 - :mod:`.components`: before/after timings of the step's parts;
 - :mod:`.loader`: the data loader's pairs per second;
 - :mod:`.plan`, :mod:`.suite`: what a run measures and the code that runs it;

@@ -89,7 +89,7 @@ def make_plan(name: str, device: torch.device) -> Plan:
             rounds=3,
             queue_rounds=3,
             component_rounds=3,
-            process_pairs=3,
+            process_pairs=5,
             loader=LoaderPlan(subjects=12, batches=6),
             feed_step=False,
         )

@@ -1,9 +1,11 @@
 """Runs a :class:`~mocomri.bench.plan.Plan` on one device and returns its results as a dict.
 
 The order: the matmul roofline; every case with its variants timed side by side (peak memory
-and FLOPs on the way); the queue sweep; the before/after timings of the step's parts; the
-roofline again (the better of the two is kept); the data loader. A variant that cannot run here (``torch.compile`` without a working compiler, bf16 on a
-CPU without native bf16) is recorded as ``"not supported: <reason>"``, never raised.
+and FLOPs on the way); on the CPU, the headline case again across processes
+(:mod:`mocomri.bench.processes`); the queue sweep; the before/after timings of the step's
+parts; the roofline again (the better of the two is kept); the data loader. A variant that
+cannot run here (``torch.compile`` without a working compiler, bf16 on a CPU without native
+bf16) is recorded as ``"not supported: <reason>"``, never raised.
 """
 
 from __future__ import annotations

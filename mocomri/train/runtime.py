@@ -79,8 +79,8 @@ def select_channels_last(setting: str, device: torch.device, spatial_dims: int) 
     """``auto``: channels-last for 2D convolutions (CPU and CUDA), the default layout for 3D.
 
     Measured with ``mocomri bench --quick`` (BENCHMARKS.md) on a 2-core AMD EPYC (AVX2, fp32):
-    the 2D MoCo step is 1.29x faster in channels-last at 64 px and 1.27x at 128 px, while the 3D
-    ResNet-18 step at 64³ is 0.89x, so 3D keeps the contiguous layout. (With the earlier split
+    the 2D MoCo step is 1.24x faster in channels-last at 64 px and 1.19x at 128 px, while the 3D
+    ResNet-18 step at 64³ is 0.94x, so 3D keeps the contiguous layout. (With the earlier split
     BatchNorm, which reshaped every activation, channels-last was slower on the CPU.)
     """
     if setting not in ("auto", "true", "false"):
