@@ -3,8 +3,8 @@
 # order and augmentations), each probed on frozen features (fp32 extraction).
 # Usage: tools/compare_precision.sh [OUT_DIR]   (PYTHON=.venv/bin/python to pick the interpreter)
 set -e
+OUT=$(realpath -m "${1:-runs/precision}")
 cd "$(dirname "$0")/.."
-OUT=${1:-runs/precision}
 for p in fp32 bf16; do
   ${PYTHON:-python} -m mocomri pretrain --config configs/brain_tumor_cpu.yaml --out $OUT/$p \
       train.precision=$p train.max_steps=200 train.time_budget_min=0 log.progress=false

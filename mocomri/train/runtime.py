@@ -79,9 +79,10 @@ def select_channels_last(setting: str, device: torch.device, spatial_dims: int) 
     """``auto``: channels-last for 2D convolutions (CPU and CUDA), the default layout for 3D.
 
     Measured with ``mocomri bench --quick`` (BENCHMARKS.md) on a 2-core AMD EPYC (AVX2, fp32):
-    the 2D MoCo step is 1.24x faster in channels-last at 64 px and 1.19x at 128 px, while the 3D
-    ResNet-18 step at 64³ is 0.94x, so 3D keeps the contiguous layout. (With the earlier split
-    BatchNorm, which reshaped every activation, channels-last was slower on the CPU.)
+    the 2D MoCo step is 1.2-1.4x faster in channels-last (ResNet-18 at 64 and 128 px), while the
+    3D ResNet-18 step read 0.88-0.94x at 64³ batch 2 and 1.06-1.08x at 64³ batch 4 and 96³: no
+    consistent gain, so 3D keeps the contiguous layout. (With the earlier split BatchNorm, which
+    reshaped every activation, channels-last was slower on the CPU.)
     """
     if setting not in ("auto", "true", "false"):
         raise ValueError(f"train.channels_last={setting!r} must be auto, true or false")
