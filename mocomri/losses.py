@@ -109,17 +109,15 @@ class _NegativesLogSumExp(torch.autograd.Function):
         logits = qs @ queue.T  # (B, K)
         # Σ_bk qs_b·queue_k = (Σ_b qs_b)·(Σ_k queue_k); the masked entries are taken off below.
         total = qs.sum(dim=0) @ queue.sum(dim=0)
-        n_masked = 0
+        kept = qs.new_full((), float(logits.numel()))  # on the device: no host sync per step
         if q_subjects is not None:
             q_group, queue_group, n_groups = _subject_groups(q_subjects, queue_subjects)
-            # The masked logits' sum, per subject: Σ_b qs_b · (Σ of its subject's keys). Rows G
-            # and G + 1 (unknown or absent subjects) stay empty for the queries.
+            # The masked logits' sum, per subject: Σ_b qs_b · (Σ of its subject's keys). Queue
+            # entries land in rows 0..G (G: not in the batch), queries read rows 0..G-1 and G + 1
+            # (unknown subject), which stays empty.
             key_sums = qs.new_zeros(n_groups + 2, qs.shape[1]).index_add_(0, queue_group, queue)
-            key_sums[n_groups:] = 0
             total -= (qs * key_sums[q_group]).sum()
-            counts = torch.bincount(queue_group, minlength=n_groups + 2)
-            counts[n_groups:] = 0
-            n_masked = int(counts[q_group].sum())
+            kept -= torch.bincount(queue_group, minlength=n_groups + 2)[q_group].sum()
             small = torch.int16 if n_groups + 2 < 2**15 else torch.int64  # the (B, K) compare's width
             logits.masked_fill_(q_group.to(small)[:, None] == queue_group.to(small)[None, :], float("-inf"))
         top = logits.amax(dim=1)  # (B,); -inf where every negative is masked
@@ -128,7 +126,6 @@ class _NegativesLogSumExp(torch.autograd.Function):
         norm = weights.sum(dim=1)  # (B,)
         lse = norm.log() + high
         ctx.save_for_backward(qs, queue, weights, norm)
-        kept = torch.tensor(float(logits.numel() - n_masked))
         ctx.mark_non_differentiable(top, total, kept)
         return lse, top, total, kept
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.data import get_track_meta, set_track_meta
+from monai.utils import MAX_SEED
 from monai.transforms import (
     Compose,
     EnsureType,
@@ -52,8 +53,6 @@ from monai.transforms import (
 )
 
 from mocomri.data.settings import AugmentConfig, AugmentParams
-
-MAX_SEED = 2**32  # numpy's RandomState takes seeds below this
 
 
 class ArrayCompose(Compose):

@@ -68,22 +68,17 @@ class KeyQueue(nn.Module):
             raise ValueError(f"subjects.shape={tuple(subjects.shape)} must be ({batch},) to match keys")
 
         size = self.queue_size
-        ptr = int(self.ptr)
+        start = self.ptr
         if batch > size:
             # Only the newest K keys survive; they start where the K-th newest would have landed.
-            ptr = (ptr + batch - size) % size
+            start = (start + batch - size) % size
             keys, subjects = keys[-size:], subjects[-size:]
             batch = size
-
-        # At most two slice writes: up to the end of the ring, then the rest from slot 0.
-        head = min(batch, size - ptr)
-        self.keys[ptr : ptr + head] = keys[:head]
-        self.subjects[ptr : ptr + head] = subjects[:head]
-        tail = batch - head
-        if tail > 0:
-            self.keys[:tail] = keys[head:]
-            self.subjects[:tail] = subjects[head:]
-        self.ptr.fill_((ptr + batch) % size)
+        # The slots, wrapping around the ring, computed on the device: no host sync per step.
+        slots = (start + torch.arange(batch, device=self.keys.device)) % size
+        self.keys.index_copy_(0, slots, keys.to(self.keys.dtype))
+        self.subjects.index_copy_(0, slots, subjects.to(self.subjects.dtype))
+        self.ptr.copy_((start + batch) % size)
 
     def extra_repr(self) -> str:
         return f"queue_size={self.queue_size}, dim={self.dim}"

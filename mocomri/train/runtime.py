@@ -101,9 +101,9 @@ def keep_freed_memory() -> bool:
     PyTorch has no caching allocator for CPU tensors: they come from glibc's malloc, which
     serves every block above a threshold (at most 32 MiB) with a fresh ``mmap`` and returns
     freed memory to the kernel. A training step allocates and frees the same large activations
-    every iteration, so the kernel faults in and zeroes their pages every time: about 138,000
-    page faults per MoCo step at ResNet-18/64 px/batch 128, and a quarter of the step's time
-    (BENCHMARKS.md). This switches glibc to its heap only (``M_MMAP_MAX`` = 0) and stops it
+    every iteration, so the kernel faults in and zeroes their pages every time: 97,000 to
+    124,000 page faults per MoCo step at ResNet-18/64 px/batch 128, against 1,000 to 2,000
+    with this setting (``mocomri bench``, BENCHMARKS.md). This switches glibc to its heap only (``M_MMAP_MAX`` = 0) and stops it
     trimming the heap (``M_TRIM_THRESHOLD`` at its largest, 2 GiB), the in-process form of
     ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``. The process keeps its peak footprint
     instead of shrinking between steps; the peak itself does not grow. DataLoader workers
