@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import platform
 
 import pytest
 import torch
@@ -153,6 +154,12 @@ def test_bench_cli__tiny_run_writes_complete_finite_json(tmp_path, one_thread, c
         assert r["median_ms"] > 0 and r["images_per_s"] > 0 and r["peak_mem_mb"] is not None, r["variant"]
     assert all(r["gflop_per_step"] > 0 for r in ok if r["formulation"] == "mocomri")
     assert run["headline"]["status"] == "ok" and run["headline"]["speedup"] > 0
+    # the headline again in two child processes: the reference with glibc's defaults, the
+    # default step with freed memory kept (where the C library is glibc)
+    processes = run["headline"]["processes"]
+    assert processes["reference"]["allocator_applied"] is None
+    assert processes["default"]["allocator_applied"] is (platform.libc_ver()[0] == "glibc")
+    assert processes["speedup"] > 0 and len(processes["speedups"]) == processes["pairs"] == 1
     assert all(v["gflops"] > 0 for v in run["roofline"].values())
     assert [r["queue_size"] for r in run["queue"]["rows"]] == [16, 32]
     assert all(r["median_ms"] > 0 for r in run["queue"]["rows"])
