@@ -44,9 +44,10 @@ def test_train_supervised__learns_an_easy_task_and_augments_every_image() -> Non
     backbone, dim = create_encoder("resnet18", in_channels=1, width=8)
     seen = []
 
-    def augment(image: torch.Tensor, index: int) -> torch.Tensor:
-        seen.append(index)
-        return image
+    def augment(images: torch.Tensor, indices, seed: int) -> torch.Tensor:
+        assert images.shape[0] == len(indices)
+        seen.extend(indices)
+        return images
 
     budget = SupervisedBudget(steps=30, batch_size=8, lr=3e-3, warmup_steps=3)
     train = np.arange(32)
@@ -63,10 +64,12 @@ def test_view_augmenter__uses_the_pretraining_view_transform() -> None:
     from mocomri.data.settings import AugmentConfig
     from mocomri.eval.baselines import view_augmenter
 
-    augment = view_augmenter(AugmentConfig(), [("T1w", 0), ("FLAIR", 0)], spatial_dims=2, size=16, seed=0)
-    image = torch.randn(1, 16, 16)
-    a, b = augment(image, 0), augment(image, 1)
-    assert a.shape == b.shape == (1, 16, 16) and type(a) is torch.Tensor
-    assert torch.isfinite(a).all() and not torch.equal(a, image)
-    again = view_augmenter(AugmentConfig(), [("T1w", 0)], spatial_dims=2, size=16, seed=0)
-    assert torch.equal(again(image, 0), a)  # seeded: the same first draw
+    augment = view_augmenter(AugmentConfig(), [("T1w", 0), ("FLAIR", 0)], spatial_dims=2, size=16)
+    images = torch.randn(2, 1, 16, 16)
+    views = augment(images, [0, 1], 7)
+    assert views.shape == (2, 1, 16, 16) and type(views) is torch.Tensor
+    assert torch.isfinite(views).all() and not torch.equal(views, images)
+    assert abs(float(views[0].mean())) < 1e-4  # z-scored, as the evaluation input
+    again = view_augmenter(AugmentConfig(), [("T1w", 0), ("FLAIR", 0)], spatial_dims=2, size=16)
+    assert torch.equal(again(images, [0, 1], 7), views)  # seeded: the same draw
+    assert not torch.equal(augment(images, [0, 1], 8), views)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from mocomri.data.datasets import build_eval_dataset, build_pretrain_dataset, lr_axis
 from mocomri.data.manifest import Manifest, ManifestRow, assign_splits, scan_bids
@@ -35,16 +35,29 @@ def cfg(tmp_path_factory) -> DataConfig:
                       pretrain_splits=["train", "val", "test"])
 
 
-def test_build_pretrain_dataset__items_are_two_different_views_with_ids(manifest, cfg):
+def test_build_pretrain_dataset__items_are_working_images_with_ids(manifest, cfg):
     dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
     item = dataset[0]
-    assert item["view1"].shape == item["view2"].shape == (1, 32, 32)
-    assert item["view1"].dtype == torch.float32
-    assert not torch.equal(item["view1"], item["view2"])
+    assert dataset.working_side == 48  # 32 / sqrt(0.5) = 45.3, rounded up to a multiple of 8
+    assert item["image"].shape == (1, 48, 48) and item["image"].dtype == torch.float16
     row = manifest.rows[dataset.item_rows[0]]
     assert dataset.subjects[int(item["subject"])] == row.subject
     assert dataset.modalities[int(item["modality"])] == row.modality
+    assert dataset.families[int(item["family"])] == AugmentConfig().family_of(row.modality)
+    assert int(item["flip_axis"]) == 0  # axial slices of a RAS volume: left-right is axis 0
     assert item["subject"].dtype == torch.int64
+
+
+def test_build_pretrain_dataset__a_batch_gives_two_different_views(manifest, cfg):
+    dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    batch = dataset.__getitems__([(0, 11), (5, 12), (3, 13)])
+    assert batch["image"].shape == (3, 1, 48, 48)
+    assert torch.equal(batch["image"][1], dataset[5]["image"])  # the batch read keeps the order asked for
+    view1, view2 = dataset.make_views(batch)
+    assert view1.shape == view2.shape == (3, 1, 32, 32) and view1.dtype == torch.float32
+    assert not torch.equal(view1, view2)
+    again = dataset.make_views(dataset.__getitems__([(0, 11), (5, 12), (3, 13)]))
+    assert torch.equal(again[0], view1) and torch.equal(again[1], view2)  # a pure function of the seeds
 
 
 def test_build_pretrain_dataset__slices_below_min_foreground_are_skipped(manifest, cfg):
@@ -60,9 +73,9 @@ def test_build_pretrain_dataset__slices_below_min_foreground_are_skipped(manifes
 def test_build_pretrain_dataset__patches3d_gives_3d_views(manifest, cfg):
     dataset = build_pretrain_dataset(manifest, replace(cfg, kind="patches3d"), AugmentConfig(), progress=False)
     assert len(dataset) == len(manifest)  # one item per volume
-    item = dataset[0]
-    assert item["view1"].shape == (1, 16, 16, 16)
-    assert not torch.equal(item["view1"], item["view2"])
+    view1, view2 = dataset.make_views(dataset.__getitems__([(0, 1), (1, 2)]))
+    assert view1.shape == (2, 1, 16, 16, 16)
+    assert not torch.equal(view1, view2)
 
 
 def test_build_pretrain_dataset__splits_select_rows(manifest, cfg):
@@ -97,7 +110,8 @@ def test_images2d__auto_kind_reads_png_files(tmp_path, cfg):
     dataset = build_pretrain_dataset(Manifest(tmp_path, rows), cfg, AugmentConfig(), ["unlabeled"], progress=False)
     assert len(dataset) == 3
     assert dataset.scans[0].kind == "images2d"
-    assert dataset[1]["view1"].shape == (1, 32, 32)  # one channel whatever the file's mode
+    assert dataset[1]["image"].shape == (1, 48, 48)  # one channel whatever the file's mode
+    assert int(dataset[1]["flip_axis"]) == 1  # left-right runs along the image's width
 
 
 def test_lr_axis__left_right_axis_per_item_kind():
@@ -106,20 +120,22 @@ def test_lr_axis__left_right_axis_per_item_kind():
     assert lr_axis("images2d", 2) == 1 and lr_axis("patches3d", 2) == 0
 
 
-def test_dataloader__workers_draw_different_augmentations(manifest, cfg):
+def test_dataloader__workers_read_batches_that_equal_the_main_process_read(manifest, cfg):
     dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
-    same_item = Subset(dataset, [0, 0, 0, 0])
-    loader = DataLoader(same_item, batch_size=1, num_workers=2)
-    views = [batch["view1"][0] for batch in loader]
-    for i in range(len(views)):
-        for j in range(i + 1, len(views)):
-            assert not torch.equal(views[i], views[j]), f"items {i} and {j} got the same augmentation"
+    sampler = [(i, 100 + i) for i in range(8)]
+    loader = DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=2, collate_fn=dataset.collate)
+    batches = list(loader)
+    assert [b["image"].shape for b in batches] == [(4, 1, 48, 48)] * 2
+    direct = dataset.__getitems__(sampler[4:])
+    assert torch.equal(batches[1]["image"], direct["image"]) and int(batches[1]["seed"]) == int(direct["seed"])
+    assert int(batches[0]["seed"]) != int(batches[1]["seed"])  # different batches draw different views
 
 
-def test_build_pretrain_dataset__same_seed_same_views_in_main_process(manifest, cfg):
-    a = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)[2]
-    b = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)[2]
-    assert torch.equal(a["view1"], b["view1"]) and torch.equal(a["view2"], b["view2"])
+def test_build_pretrain_dataset__working_images_are_built_once(manifest, cfg):
+    a = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    b = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    assert a.working.filename == b.working.filename
+    assert len(list(Path(cfg.cache_dir, "working").glob("*.npy"))) >= 1
 
 
 @pytest.fixture
@@ -158,4 +174,4 @@ def test_build_pretrain_dataset__ixi_axial_slices(tmp_path):
     cfg = DataConfig(cache_dir=str(tmp_path), image_size=48, pretrain_splits=["train"])
     dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
     assert len(dataset) > 7 * 30  # many axial foreground slices per volume
-    assert dataset[0]["view1"].shape == (1, 48, 48)
+    assert dataset[0]["image"].shape == (1, 72, 72)  # working side for 48-px views

@@ -3,7 +3,7 @@
 
 This is the "expand the set offline" alternative to MoCo's online augmentation, for the
 offline-expansion ablation (docs/ablations.md). The copies are drawn with the same MRI
-augmentation presets that pretraining uses online (``mocomri.data.transforms``), so the
+augmentation that pretraining uses online (:class:`mocomri.augment.BatchViews`), so the
 comparison is between the *same* augmentations applied once, ahead of time, and applied
 afresh at every step.
 
@@ -24,12 +24,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+from mocomri.augment import BatchViews
 
 from mocomri.data.io import load_scan
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
 from mocomri.data.settings import AugmentConfig
-from mocomri.data.transforms import build_eval_transform, build_view_transform
+from mocomri.data.transforms import build_eval_transform
+from mocomri.data.working import working_side
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -47,19 +51,25 @@ def expand(manifest: Manifest, split: str, subset: int, copies: int, size: int, 
     images.mkdir(parents=True, exist_ok=True)
     aug_cfg = AugmentConfig()
     keep = build_eval_transform(2, size)
+    # The copies are crops of a working image, as online: see mocomri.data.working.
+    working = build_eval_transform(2, working_side(size, min(aug_cfg.params_for_family(f).crop_scale[0] for f in ("t1", "t2", "flair", "dwi", "other"))))
+    families = sorted({aug_cfg.family_of(r.modality) for r in rows})
+    views = BatchViews(aug_cfg, families, (size, size))
     originals, expanded = [], []
     for n, row in enumerate(rows):
         scan = load_scan(manifest.abspath(row))
-        # 2D images carry no orientation: flip axis 1 (columns) is left-right in radiological slices
-        view = build_view_transform(aug_cfg, row.modality, 2, size, flip_axis=1, seed=seed * 1_000_003 + n)
         name = f"{n:05d}_0.png"
         Image.fromarray(to_uint8(np.asarray(keep(scan.array)))).save(images / name)
         original = replace(row, path=f"images/{name}", sha1="", split="unlabeled" if row.split == "train" else row.split)
         originals.append(original)
         expanded.append(original)
+        batch = torch.as_tensor(working(scan.array)).as_subclass(torch.Tensor).float().unsqueeze(0).expand(copies, -1, -1, -1)
+        family = torch.full((copies,), families.index(aug_cfg.family_of(row.modality)))
+        # 2D images carry no orientation: flip axis 1 (columns) is left-right in radiological slices
+        copy_views, _ = views(batch, family, torch.ones(copies, dtype=torch.int64), seed * 1_000_003 + n)
         for c in range(1, copies + 1):
             name = f"{n:05d}_{c}.png"
-            Image.fromarray(to_uint8(np.asarray(view(scan.array)))).save(images / name)
+            Image.fromarray(to_uint8(copy_views[c - 1].numpy())).save(images / name)
             expanded.append(replace(original, path=f"images/{name}"))
         if (n + 1) % 200 == 0:
             print(f"{n + 1}/{len(rows)} images expanded", file=sys.stderr)

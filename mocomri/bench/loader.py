@@ -2,8 +2,9 @@
 
 A synthetic cohort (:func:`mocomri.data.synthetic.make_cohort`) is written to a temporary
 folder, given a manifest with ``mocomri manifest``, and read through
-:func:`mocomri.data.datasets.build_pretrain_dataset` (2D axial slices, the full MRI
-augmentation) by a ``DataLoader`` set up as :func:`mocomri.train.pretrain.pretrain` sets it up.
+:func:`mocomri.data.datasets.build_pretrain_dataset` (2D axial slices) by a ``DataLoader`` set
+up as :func:`mocomri.train.pretrain.pretrain` sets it up, and each batch's two views made with
+the full MRI augmentation on the device, as in training.
 Measured with 0 workers (no prefetching) and with ``workers`` workers prefetching
 ``PREFETCH`` batches each; then the step is fed from the loader, as in training, where on a
 2-core machine the workers and the step share the same cores.
@@ -87,10 +88,10 @@ def loader_benchmark(plan: LoaderPlan, device: torch.device, step=None) -> dict:
         }
         for workers in dict.fromkeys((0, plan.workers)):
             loader = _loader(dataset, plan.batch_size, workers, device)
-            result["pairs_per_s"][str(workers)] = _pairs_per_s(loader, plan.batches, _untimed(workers))
+            result["pairs_per_s"][str(workers)] = _pairs_per_s(dataset, loader, plan.batches, _untimed(workers), device)
         if step is not None:
             loader = _loader(dataset, step.spec.batch_size, plan.workers, device)
-            result["fed"] = _fed_step(loader, step, plan.fed_steps, _untimed(plan.workers))
+            result["fed"] = _fed_step(dataset, loader, step, plan.fed_steps, _untimed(plan.workers))
         return result
 
 
@@ -107,6 +108,7 @@ def _loader(dataset, batch_size: int, workers: int, device: torch.device):
         batch_size=batch_size,
         shuffle=True,
         num_workers=workers,
+        collate_fn=dataset.collate,
         pin_memory=device.type == "cuda",
         drop_last=True,
         prefetch_factor=PREFETCH if workers > 0 else None,
@@ -120,16 +122,19 @@ def _batches(loader):
         yield from loader
 
 
-def _pairs_per_s(loader, batches: int, untimed: int) -> float:
+def _pairs_per_s(dataset, loader, batches: int, untimed: int, device: torch.device) -> float:
+    """Pairs/s of reading batches and making their views on ``device``, as the training loop does."""
     it = _batches(loader)
     for _ in range(untimed):
         next(it)
     start = time.perf_counter()
-    pairs = sum(len(next(it)["view1"]) for _ in range(batches))
+    pairs = sum(len(dataset.make_views(next(it), device)[0]) for _ in range(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return pairs / (time.perf_counter() - start)
 
 
-def _fed_step(loader, step, steps: int, untimed: int) -> dict:
+def _fed_step(dataset, loader, step, steps: int, untimed: int) -> dict:
     """The step fed by the loader, as in training: pairs/s and the fraction spent waiting for data."""
     fmt = step.memory_format
     it = _batches(loader)
@@ -141,8 +146,8 @@ def _fed_step(loader, step, steps: int, untimed: int) -> dict:
         t = time.perf_counter()
         batch = next(it)
         wait += time.perf_counter() - t
-        step.view_q = batch["view1"].to(step.device, torch.float32, non_blocking=True).contiguous(memory_format=fmt)
-        step.view_k = batch["view2"].to(step.device, torch.float32, non_blocking=True).contiguous(memory_format=fmt)
+        view_q, view_k = dataset.make_views(batch, step.device)
+        step.view_q, step.view_k = view_q.contiguous(memory_format=fmt), view_k.contiguous(memory_format=fmt)
         step.subjects = batch["subject"].to(step.device, non_blocking=True)
         step()
     step.sync()

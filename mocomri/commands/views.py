@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         size = cfg.data.patch_size if dims == 3 else cfg.data.image_size
         panels = [("input", build_eval_transform(dims, size)(raw))]
         for p in range(args.pairs):
-            item = dataset[int(index)]
-            panels += [(f"pair {p + 1} view 1", item["view1"]), (f"pair {p + 1} view 2", item["view2"])]
+            view1, view2 = dataset.make_views(dataset.__getitems__([(int(index), args.seed * 1_000_003 + 7919 * p + r)]))
+            panels += [(f"pair {p + 1} view 1", view1[0]), (f"pair {p + 1} view 2", view2[0])]
         for c, (title, image) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(_display(image, scan.kind), cmap="gray")

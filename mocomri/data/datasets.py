@@ -9,14 +9,15 @@ Items by ``DataConfig.kind``:
 - ``auto``: ``images2d`` for 2D files and ``slices2d`` for volumes, row by row.
 
 Every scan is preprocessed once into the memory-mapped cache (:mod:`mocomri.data.cache`) when
-the dataset is built, so ``__getitem__`` only reads a memmap and augments. The memmaps are
+the dataset is built, and the pretraining items once more into working images
+(:mod:`mocomri.data.working`), so ``__getitem__`` only reads a memmap; views are made per batch
+on the device (:mod:`mocomri.augment`). The memmaps are
 opened lazily in each process, so a dataset pickles cheaply to DataLoader workers.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from mocomri.data.io import file_kind
 from mocomri.data.manifest import Manifest
 from mocomri.data.preprocess import PreprocessSettings
 from mocomri.data.settings import AugmentConfig, DataConfig
-from mocomri.data.transforms import build_eval_transform, build_view_transform, seed_for_worker
+from mocomri.augment import BatchViews
+from mocomri.data.transforms import build_eval_transform
+from mocomri.data.working import build_working_array, working_side
 from mocomri.errors import DataError
 
 
@@ -171,11 +174,18 @@ class _CachedDataset(Dataset):
 
 
 class ViewPairDataset(_CachedDataset):
-    """Items: two independently augmented views of one slice, image or volume.
+    """Items: one slice, image or volume as a working image, with what its views need.
 
-    Item: ``{"view1": (C, H, W) or (C, D, H, W) float32, "view2": same, "subject": int64,
-    "modality": int64}``; ``subject`` and ``modality`` index ``self.subjects`` and
-    ``self.modalities``.
+    The views themselves are made per batch on the training device by :attr:`views`
+    (:class:`mocomri.augment.BatchViews`): workers only read rows of the working-image memmap
+    (:mod:`mocomri.data.working`), so they cost the training step almost no CPU.
+
+    Item: ``{"image": (C, *W) float16, "subject": int64, "modality": int64, "family": int64,
+    "flip_axis": int64, "seed": int64}``; ``subject``, ``modality`` and ``family`` index
+    ``self.subjects``, ``self.modalities`` and ``self.families``; ``flip_axis`` is the spatial
+    axis running left-right, or -1 when the item has none (see :func:`lr_axis`). A list of
+    indices is read at once (:meth:`__getitems__`, one memmap read per batch); pass
+    :meth:`collate` to the DataLoader as its ``collate_fn``.
     """
 
     def __init__(
@@ -188,45 +198,98 @@ class ViewPairDataset(_CachedDataset):
     ):
         super().__init__(manifest, data_cfg, splits, progress)
         self.base_seed = data_cfg.seed
-        self._seeded_with: int | None = None
-        self.transforms: dict[tuple[str, str], Callable] = {}  # (modality, kind) -> view transform
-        for scan in self.scans:
-            modality = manifest.rows[scan.row].modality
-            key = (modality, scan.kind)
-            if key not in self.transforms:
-                dims = 3 if scan.kind == "patches3d" else 2
-                size = data_cfg.patch_size if dims == 3 else data_cfg.image_size
-                self.transforms[key] = build_view_transform(aug_cfg, modality, dims, size, lr_axis(scan.kind, self.slice_axis))
-        self._transform_of = [(manifest.rows[s.row].modality, s.kind) for s in self.scans]
+        kinds = {s.kind for s in self.scans}
+        self.spatial_dims = 3 if "patches3d" in kinds else 2
+        view_side = data_cfg.patch_size if self.spatial_dims == 3 else data_cfg.image_size
+        self.view_size = (view_side,) * self.spatial_dims
+        family_of = {s.row: aug_cfg.family_of(manifest.rows[s.row].modality) for s in self.scans}
+        self.families = sorted(set(family_of.values()))
+        family_id = {f: i for i, f in enumerate(self.families)}
+        self._family = {row: family_id[f] for row, f in family_of.items()}
+        self._flip = {s.row: lr_axis(s.kind, self.slice_axis) for s in self.scans}
+        if data_cfg.working_size > 0:
+            self.working_side = data_cfg.working_size
+        else:
+            min_crop = min(aug_cfg.params_for_family(f).crop_scale[0] for f in self.families) if self.families else 1.0
+            self.working_side = working_side(view_side, min_crop if aug_cfg.preset != "none" else 1.0)
+        self.views = BatchViews(aug_cfg, self.families, self.view_size)
+        # Training on the CPU, a worker can make the views of the next batch while the step
+        # runs: the step leaves part of the cores idle (BENCHMARKS.md). Same views either way.
+        self.views_in_workers = False
+        self._working: np.ndarray | None = None
+        self._working_args = (data_cfg.cache_dir, progress)
+        if len(self.items):
+            self.working  # noqa: B018 -- build it now, in the main process, before any worker reads it
 
-    def _reseed(self) -> None:
-        seed = seed_for_worker(self.base_seed)
-        if seed != self._seeded_with:
-            for i, transform in enumerate(self.transforms.values()):
-                transform.set_random_state(seed=(seed + 7919 * i) % (2**32))
-            self._seeded_with = seed
+    @property
+    def working(self) -> np.ndarray:
+        """All items' working images. Shape: (N, C, *W) float16 memmap."""
+        if self._working is None:
+            cache_dir, progress = self._working_args
+            sources = [f"{self.scans[k].array_path}:{s}:{self.slice_axis}" for k, s in self.items]
+            self._working = build_working_array(
+                cache_dir, sources, lambda i: self.read(i)[1], len(self.items), self.working_side, self.spatial_dims,
+                progress, describe=lambda i: str(self.scans[self.items[i][0]].array_path),
+            )
+        return self._working
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_working"] = None  # reopened as a memmap in each worker
+        return state
+
+    def _meta(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = [self.scans[self.items[i][0]].row for i in indices]
+        flips = [self._flip[r] for r in rows]
+        return {
+            "subject": torch.tensor([self._subject[r] for r in rows], dtype=torch.int64),
+            "modality": torch.tensor([self._modality[r] for r in rows], dtype=torch.int64),
+            "family": torch.tensor([self._family[r] for r in rows], dtype=torch.int64),
+            "flip_axis": torch.tensor([-1 if f is None else f for f in flips], dtype=torch.int64),
+        }
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        """One item; ``index`` may be ``(index, item_seed)`` to make its views a pure function of both.
+        """One item; ``index`` may be ``(index, item_seed)`` as the pretraining sampler yields."""
+        index, seed = (int(index[0]), int(index[1])) if isinstance(index, (tuple, list)) else (int(index), self.base_seed)
+        item = {k: v[0] for k, v in self._meta([index]).items()}
+        item["image"] = torch.from_numpy(np.array(self.working[index]))
+        item["seed"] = torch.tensor(seed, dtype=torch.int64)
+        return item
 
-        The pretraining sampler passes item seeds so that a resumed run redraws exactly the views
-        of an uninterrupted one, whichever worker serves the item.
+    def __getitems__(self, indices: list) -> dict[str, torch.Tensor]:
+        """A batch at once: one read of the memmap; ``seed`` is the batch's, from its items' seeds.
+
+        Shape: image (B, C, *W) float16; subject, modality, family, flip_axis (B,); seed ().
         """
-        if isinstance(index, (tuple, list)):
-            index, item_seed = index
-            transform = self.transforms[self._transform_of[self.items[index][0]]]
-            transform.set_random_state(seed=int(item_seed) % (2**32))
-            self._seeded_with = None  # the worker stream must be re-established for plain indices
-        else:
-            self._reseed()
-            transform = self.transforms[self._transform_of[self.items[index][0]]]
-        scan, image = self.read(index)
-        return {
-            "view1": transform(image),  # two calls, two independent draws
-            "view2": transform(image),
-            "subject": torch.tensor(self._subject[scan.row], dtype=torch.int64),
-            "modality": torch.tensor(self._modality[scan.row], dtype=torch.int64),
-        }
+        pairs = [(int(i[0]), int(i[1])) if isinstance(i, (tuple, list)) else (int(i), self.base_seed + int(i)) for i in indices]
+        index = [i for i, _ in pairs]
+        order = np.argsort(index, kind="stable")  # a sorted read walks the file forward
+        images = np.empty((len(index), *self.working.shape[1:]), dtype=np.float16)
+        images[order] = self.working[np.asarray(index)[order]]
+        batch = self._meta(index)
+        batch["image"] = torch.from_numpy(images)
+        batch["seed"] = torch.tensor(sum((p + 1) * s for p, (_, s) in enumerate(pairs)) % 2**62, dtype=torch.int64)
+        if self.views_in_workers and torch.utils.data.get_worker_info() is not None:
+            batch["view1"], batch["view2"] = self.make_views(batch)
+        return batch
+
+    @staticmethod
+    def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The DataLoader's ``collate_fn``: :meth:`__getitems__` already gives the batch."""
+        return batch
+
+    def make_views(self, batch: dict[str, torch.Tensor], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views of a batch from :meth:`__getitems__`, made on ``device`` (default: the images' device).
+
+        A batch whose views a worker already made (:attr:`views_in_workers`) only moves them to ``device``.
+
+        Shape: (B, C, *view_size) float32, twice.
+        """
+        if "view1" in batch:
+            return batch["view1"].to(device, non_blocking=True), batch["view2"].to(device, non_blocking=True)
+        images = batch["image"] if device is None else batch["image"].to(device, non_blocking=True)
+        with torch.no_grad():
+            return self.views(images, batch["family"], batch["flip_axis"], int(batch["seed"]))
 
 
 class EvalDataset(_CachedDataset):

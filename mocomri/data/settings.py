@@ -24,6 +24,7 @@ class DataConfig:
     kind: str = "auto"  # "auto" (images2d for 2D files, slices2d for volumes) | "slices2d" | "patches3d" | "images2d"
     image_size: int = 64  # side of 2D inputs (slices or images)
     patch_size: int = 64  # side of 3D patches
+    working_size: int = 0  # side of the working images the views are cropped from; 0: from the view size and crop scale
     slice_axis: int = 2  # axis of the RAS volume to slice (0 sagittal, 1 coronal, 2 axial)
     min_foreground: float = 0.2  # skip slices with less foreground than this fraction of their area
     spacing: list[float] | None = None  # resample volumes to this spacing (mm); None keeps the source
@@ -34,6 +35,7 @@ class DataConfig:
     volume_index: int | None = 0  # which volume of a 4D NIfTI; None keeps all volumes as channels
     cache_dir: str = ".cache/mocomri"  # preprocessed float16 memmaps (see mocomri.data.cache)
     num_workers: int = 2
+    views_on: str = "auto"  # where pretraining views are made: "device" | "workers" (CPU training) | "auto" (workers on a CPU)
     skip_bad: bool = False  # skip unreadable items (and report each) instead of failing
     seed: int = 0  # added to torch.initial_seed() to seed augmentations when num_workers=0 (workers get their own)
 
@@ -43,6 +45,10 @@ class DataConfig:
             raise ConfigError(f"data.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.image_size < 8 or self.patch_size < 8:
             raise ConfigError("data.image_size and data.patch_size must be at least 8")
+        if self.views_on not in ("auto", "device", "workers"):
+            raise ConfigError(f"data.views_on: expected 'auto', 'device' or 'workers', got {self.views_on!r}")
+        if self.working_size < 0:
+            raise ConfigError(f"data.working_size={self.working_size} must be 0 (automatic) or positive")
         if self.slice_axis not in (0, 1, 2):
             raise ConfigError(f"data.slice_axis: expected 0, 1 or 2, got {self.slice_axis}")
         if not 0.0 <= self.min_foreground < 1.0:
@@ -62,6 +68,7 @@ class AugmentParams:
     """
 
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # side of the random crop, fraction of the image
+    crop_aspect: float = 4 / 3  # the crop box's sides differ by at most this factor (1: square boxes)
     rotate_deg: float = 10.0  # in-plane rotation range, +/- degrees
     scale: float = 0.1  # isotropic zoom range, +/- fraction
     affine_prob: float = 0.5
@@ -135,6 +142,9 @@ class AugmentConfig:
 
     def params_for(self, modality: str) -> AugmentParams:
         """The effective parameters for one modality: base, then family defaults, then overrides."""
-        family = self.family_of(modality)
+        return self.params_for_family(self.family_of(modality))
+
+    def params_for_family(self, family: str) -> AugmentParams:
+        """The effective parameters for one family: base, then family defaults, then overrides."""
         merged = {**FAMILY_DEFAULTS.get(family, {}), **self.families.get(family, {})}
         return dataclasses.replace(self.base, **merged)

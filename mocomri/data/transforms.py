@@ -1,4 +1,10 @@
-"""Modality-aware view transforms for contrastive pretraining, built from MONAI transforms.
+"""Per-item view transforms built from MONAI transforms: the reference for the batched views.
+
+Training makes its views per batch on the device (:mod:`mocomri.augment`); this module keeps
+the per-item MONAI pipeline they replaced, as the reference they are compared with (MONAI's
+transforms define the artefacts) and to measure the per-item path side by side
+(``tools/bench_views_loop.py``), plus the deterministic evaluation transform and the square
+padding that the working images share.
 
 A view is made in two stages, both on a channel-first array (a 2D slice or image, or a volume):
 
@@ -156,7 +162,7 @@ def _as_tuple(size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
 def _spatial(p: AugmentParams, spatial_dims: int, size: tuple[int, ...], flip_axis: int | None, full: bool) -> list:
     steps = [
         PadToSquare(),
-        RandResizedCrop(scale=p.crop_scale),
+        RandResizedCrop(scale=p.crop_scale, max_aspect=p.crop_aspect),
         Resize(spatial_size=size, mode="bilinear", anti_aliasing=True),
     ]
     if full and p.affine_prob > 0:

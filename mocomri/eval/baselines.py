@@ -5,7 +5,7 @@
   whether an encoder adds anything beyond intensity statistics.
 - Supervised from scratch: the same architecture, randomly initialised, trained end to end with
   a linear head on the same labelled fraction, with the same augmentations as pretraining
-  (``build_view_transform`` applied to the evaluation input) and a fixed step budget (AdamW,
+  (:class:`mocomri.augment.BatchViews` applied to batches of the evaluation input) and a fixed step budget (AdamW,
   warm-up + cosine). It tells whether pretraining beats simply training on the labels one has.
 """
 
@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mocomri.train.lr_schedule import warmup_cosine_lr
 
-Augment = Callable[[torch.Tensor, int], torch.Tensor]  # (image, dataset index) -> augmented image
+# (images (B, C, *S), their dataset indices, seed) -> one augmented view of each, (B, C, *S)
+Augment = Callable[[torch.Tensor, Sequence[int], int], torch.Tensor]
 
 
 def raw_pixel_encoder(spatial_dims: int, side: int | None = None) -> nn.Module:
@@ -43,9 +44,8 @@ def view_augmenter(
     views: Sequence[tuple[str, int | None]],
     spatial_dims: int,
     size: int,
-    seed: int = 0,
-) -> Augment | None:
-    """The pretraining view transform of each dataset item, or None when the data layer has none.
+) -> Augment:
+    """The pretraining view transform, applied to batches of evaluation inputs.
 
     Args:
         aug_cfg: the augment config (``AugmentConfig``).
@@ -53,26 +53,25 @@ def view_augmenter(
             axis running left-right, or None (see ``mocomri.data.datasets.lr_axis``).
         spatial_dims: 2 or 3.
         size: the side of the augmented image (the evaluation input's side).
-        seed: seeds the random transforms (one per distinct view key).
 
     Returns:
-        ``augment(image, index)``, built from
-        ``mocomri.data.transforms.build_view_transform`` once per distinct view key.
+        ``augment(images, indices, seed)``: one view of each image by
+        :class:`mocomri.augment.BatchViews`, its parameters drawn from ``seed``.
     """
-    try:
-        from mocomri.data.transforms import build_view_transform
-    except ImportError:
-        return None
-    transforms: dict[tuple[str, int | None], Callable] = {}
+    from mocomri.augment import BatchViews
 
-    def augment(image: torch.Tensor, index: int) -> torch.Tensor:
-        key = views[index]
-        if key not in transforms:
-            # Distinct seeds per transform, as the pretraining dataset does.
-            transforms[key] = build_view_transform(
-                aug_cfg, key[0], spatial_dims, size, flip_axis=key[1], seed=(seed + 7919 * len(transforms)) % 2**32
-            )
-        return torch.as_tensor(transforms[key](image)).as_subclass(torch.Tensor).float()  # (C, *size)
+    families = sorted({aug_cfg.family_of(m) for m, _ in views})
+    family_id = {f: i for i, f in enumerate(families)}
+    item_family = torch.tensor([family_id[aug_cfg.family_of(m)] for m, _ in views], dtype=torch.int64)
+    item_flip = torch.tensor([-1 if a is None else a for _, a in views], dtype=torch.int64)
+    make = BatchViews(aug_cfg, families, (size,) * spatial_dims)
+
+    def augment(images: torch.Tensor, indices: Sequence[int], seed: int) -> torch.Tensor:
+        index = torch.as_tensor(list(indices), dtype=torch.int64)
+        g = torch.Generator().manual_seed(seed)
+        gd = torch.Generator(device=images.device).manual_seed(seed)
+        with torch.no_grad():
+            return make.view(images.float(), item_family[index], item_flip[index], g, gd)
 
     return augment
 
@@ -110,7 +109,7 @@ def train_supervised(
         indices: the labelled items to train on.
         labels: the class of each of ``indices``.
         n_classes: K.
-        augment: ``(image, dataset index) -> image``, or None for no augmentation.
+        augment: ``(images, dataset indices, seed) -> images`` (:func:`view_augmenter`), or None.
         budget: steps, batch size and optimiser settings.
         device: where to train.
         seed: seeds batch sampling and augmentation.
@@ -133,11 +132,10 @@ def train_supervised(
         for group in optimizer.param_groups:
             group["lr"] = lr
         pick = rng.choice(len(indices), size=batch_size, replace=len(indices) < batch_size)
-        images = []
-        for i in indices[pick]:
-            image = dataset[int(i)]["image"]
-            images.append(augment(image, int(i)) if augment else image)
-        x = torch.stack(images).to(device)  # (B, C, H, W) or (B, C, D, H, W)
+        chosen = [int(i) for i in indices[pick]]
+        x = torch.stack([dataset[i]["image"] for i in chosen]).to(device)  # (B, C, H, W) or (B, C, D, H, W)
+        if augment is not None:
+            x = augment(x, chosen, seed * 1_000_003 + step)
         y = torch.as_tensor(labels[pick], dtype=torch.long, device=device)  # (B,)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)

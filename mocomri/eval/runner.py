@@ -392,7 +392,7 @@ def _predict(
             chosen,
             y,
             n_classes,
-            augment=view_augmenter(augment_cfg, items.views, spatial_dims, size, seed=seed),
+            augment=view_augmenter(augment_cfg, items.views, spatial_dims, size),
             budget=options.supervised,
             device=resolve_device(options.device),
             seed=seed,
@@ -536,8 +536,4 @@ def _settings(
 
 
 def _augment_description() -> str:
-    try:
-        from mocomri.data.transforms import build_view_transform  # noqa: F401
-    except ImportError:
-        return "none (mocomri.data.transforms is not available)"
-    return "the pretraining view transform (mocomri.data.transforms.build_view_transform)"
+    return "the pretraining views, batched (mocomri.augment.BatchViews)"

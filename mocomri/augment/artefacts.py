@@ -1,0 +1,209 @@
+"""MRI intensity artefacts on whole batches, each item with its own parameters.
+
+Each function is the batched form of one MONAI transform, which stays its reference definition
+(``tests/test_augment_artefacts.py`` checks every one against it at fixed parameters):
+
+==========================  ================================================
+function                    MONAI reference (per item)
+==========================  ================================================
+:func:`rescale01`           ``ScaleIntensity(minv=0, maxv=1)``
+:func:`bias_field`          ``RandBiasField`` (Legendre polynomial field)
+:func:`gibbs_ringing`       ``GibbsNoise(alpha)``
+:func:`kspace_spike`        ``KSpaceSpikeNoise(loc, k_intensity)``
+:func:`rician_noise`        ``RandRicianNoise`` (noise given)
+:func:`adjust_contrast`     ``AdjustContrast(gamma)``
+:func:`histogram_shift`     ``RandHistogramShift`` (control points given)
+:func:`normalize`           ``NormalizeIntensity()``
+==========================  ================================================
+
+MONAI's versions take one item and draw their parameters from NumPy; they are written per
+item (Python loops over channels and control points, NumPy fields moved to the tensor's
+device). These take the parameters as tensors and run the batch at once on any device, so
+the random draws (:mod:`mocomri.augment.views`) and the arithmetic stay apart.
+
+Shape: every ``x`` is (B, C, *S) with S the 2 or 3 spatial sides; statistics such as the min,
+max, mean and std are per item, over all its channels (MONAI's ``channel_wise=False``).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+
+def _per_item(stat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1), broadcastable against ``x``."""
+    return stat.view(-1, *([1] * (x.dim() - 1)))
+
+
+def rescale01(x: torch.Tensor) -> torch.Tensor:
+    """Min-max rescales each item to [0, 1]; a constant item becomes 0 (as MONAI's ``rescale_array``)."""
+    flat = x.flatten(1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    span = hi - lo
+    scale = torch.where(span > 0, 1.0 / span.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(span))
+    return (x - _per_item(lo, x)) * _per_item(scale, x)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Z-scores each item over all its values (population std; a zero std divides by 1)."""
+    flat = x.flatten(1)
+    std, mean = torch.std_mean(flat, dim=1, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (x - _per_item(mean, x)) / _per_item(std, x)
+
+
+def bias_field_terms(spatial_dims: int, degree: int) -> list[tuple[int, ...]]:
+    """The Legendre degrees ``(i, j[, k])`` of each coefficient, in MONAI's order.
+
+    2D: the lower triangle of the (degree+1)² coefficient matrix, row by row
+    (``np.tril_indices``); 3D: every ``i + j + k <= degree`` in lexicographic order.
+    """
+    if spatial_dims == 2:
+        return [(i, j) for i in range(degree + 1) for j in range(i + 1)]
+    if spatial_dims == 3:
+        return [(i, j, k) for i in range(degree + 1) for j in range(degree + 1 - i) for k in range(degree + 1 - i - j)]
+    raise ValueError(f"spatial_dims={spatial_dims} must be 2 or 3")
+
+
+def bias_field_size(spatial_dims: int, degree: int) -> int:
+    """How many coefficients a field of this degree has (10 in 2D and 20 in 3D at degree 3)."""
+    return len(bias_field_terms(spatial_dims, degree))
+
+
+def _legendre(n: int, degree: int, device: torch.device) -> torch.Tensor:
+    """Legendre polynomials P_0..P_degree on ``n`` points spaced evenly over [-1, 1]. Shape: (degree+1, n)."""
+    t = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
+    polys = [torch.ones_like(t), t]
+    for d in range(1, degree):  # Bonnet's recursion: (d+1) P_{d+1} = (2d+1) t P_d - d P_{d-1}
+        polys.append(((2 * d + 1) * t * polys[d] - d * polys[d - 1]) / (d + 1))
+    return torch.stack(polys[: degree + 1]).to(device)
+
+
+@lru_cache(maxsize=16)
+def _bias_basis(shape: tuple[int, ...], degree: int, device: torch.device) -> torch.Tensor:
+    """Every term's product of per-axis polynomials on the grid. Shape: (T, *shape) float32."""
+    per_axis = [_legendre(n, degree, device) for n in shape]
+    terms = []
+    for degrees in bias_field_terms(len(shape), degree):
+        term = per_axis[0][degrees[0]]
+        for axis in range(1, len(shape)):
+            term = term.unsqueeze(-1) * per_axis[axis][degrees[axis]]
+        terms.append(term)
+    return torch.stack(terms).float()
+
+
+def bias_field(x: torch.Tensor, coeffs: torch.Tensor, degree: int = 3) -> torch.Tensor:
+    """Multiplies each item by ``exp`` of a smooth polynomial field, the same for all its channels.
+
+    Args:
+        x: images. Shape: (B, C, *S).
+        coeffs: the field's Legendre coefficients per item, in :func:`bias_field_terms` order.
+            Shape: (B, T).
+        degree: the polynomial degree (MONAI's default 3).
+    """
+    basis = _bias_basis(tuple(x.shape[2:]), degree, x.device)  # (T, *S)
+    field = torch.tensordot(coeffs.to(x.dtype), basis, dims=1)  # (B, *S)
+    return x * field.exp().unsqueeze(1)
+
+
+def _fft(x: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(2, x.dim()))
+    return torch.fft.fftshift(torch.fft.fftn(x, dim=dims), dim=dims)
+
+
+def _ifft(k: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(2, k.dim()))
+    return torch.fft.ifftn(torch.fft.ifftshift(k, dim=dims), dim=dims).real
+
+
+@lru_cache(maxsize=16)
+def _distance_from_centre(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Euclidean distance of every k-space index from the centre ((n - 1) / 2 per axis). Shape: S."""
+    axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) - (n - 1) / 2 for n in shape], indexing="ij")
+    return torch.sqrt(sum(a**2 for a in axes)).to(device)
+
+
+def gibbs_ringing(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Truncates k-space to a centred ball, which rings at edges (MONAI ``GibbsNoise``).
+
+    Args:
+        x: images. Shape: (B, C, *S).
+        alpha: per item, in [0, 1]: 0 keeps the corners of k-space (no change), 1 keeps nothing
+            but the centre. The ball's radius is ``(1 - alpha) * max(S) * sqrt(2) / 2``. Shape: (B,).
+    """
+    shape = tuple(x.shape[2:])
+    radius = (1.0 - alpha.double()) * max(shape) * math.sqrt(2) / 2  # (B,)
+    dist = _distance_from_centre(shape, x.device)
+    mask = dist.unsqueeze(0) <= radius.to(x.device).view(-1, *([1] * len(shape)))  # (B, *S)
+    return _ifft(_fft(x) * mask.unsqueeze(1)).to(x.dtype)
+
+
+def kspace_log_magnitude_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``log(|k| + 1e-10)`` per item and channel, MONAI's scale for spike intensities. Shape: (B, C)."""
+    return torch.log(_fft(x).abs() + 1e-10).flatten(2).mean(2)
+
+
+def kspace_spike(x: torch.Tensor, location: torch.Tensor, log_intensity: torch.Tensor) -> torch.Tensor:
+    """Sets one k-space sample per item and channel to a large magnitude, keeping its phase.
+
+    A spike in k-space is a stripe pattern over the whole image (MONAI ``KSpaceSpikeNoise``).
+
+    Args:
+        x: images. Shape: (B, C, *S).
+        location: the spike's index in the (centre-shifted) k-space of each channel. Shape: (B, C, len(S)) int.
+        log_intensity: the spike's log-magnitude. Shape: (B, C).
+    """
+    b, c, *shape = x.shape
+    k = _fft(x).reshape(b, c, -1)  # (B, C, N)
+    strides = torch.tensor([math.prod(shape[i + 1:]) for i in range(len(shape))], device=x.device)
+    flat = (location.to(x.device) * strides).sum(-1, keepdim=True)  # (B, C, 1)
+    phase = k.gather(2, flat).angle()
+    spike = torch.polar(log_intensity.to(x.device, torch.float64).exp().to(phase.dtype).unsqueeze(-1), phase)
+    k = k.scatter(2, flat, spike.to(k.dtype))
+    return _ifft(k.reshape(b, c, *shape)).to(x.dtype)
+
+
+def rician_noise(x: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The magnitude of the image plus complex Gaussian noise: ``sqrt((x + s·n1)² + (s·n2)²)``.
+
+    Args:
+        x: images. Shape: (B, C, *S).
+        std: the noise's standard deviation per item. Shape: (B,).
+        noise: standard normal draws, the real and imaginary parts. Shape: (2, B, C, *S).
+    """
+    s = _per_item(std.to(x.device, x.dtype), x)
+    return torch.sqrt((x + s * noise[0]) ** 2 + (s * noise[1]) ** 2)
+
+
+def adjust_contrast(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Gamma on the item's own [min, max] range (MONAI ``AdjustContrast``). gamma: (B,)."""
+    flat = x.flatten(1)
+    lo = _per_item(flat.amin(1), x)
+    span = _per_item(flat.amax(1), x) - lo
+    g = _per_item(gamma.to(x.device, x.dtype), x)
+    return ((x - lo) / (span + 1e-7)).clamp_min(0) ** g * span + lo
+
+
+def histogram_shift(x: torch.Tensor, floating: torch.Tensor) -> torch.Tensor:
+    """Maps intensities through a monotone piecewise-linear curve (MONAI ``RandHistogramShift``).
+
+    The curve takes ``n`` evenly spaced control points of the item's [min, max] range to
+    ``floating`` (in the same [0, 1] units). A constant item is returned unchanged.
+
+    Args:
+        x: images. Shape: (B, C, *S).
+        floating: where each control point goes; starts at 0 and ends at 1. Shape: (B, n).
+    """
+    n = floating.shape[1]
+    flat = x.flatten(1)  # (B, N)
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    span = hi - lo
+    t = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)) * (n - 1)  # in control-point units
+    segment = t.floor().clamp(0, n - 2).long()
+    fp = floating.to(x.device, x.dtype)
+    left, right = fp.gather(1, segment), fp.gather(1, segment + 1)
+    mapped = (left + (t - segment) * (right - left)) * span + lo
+    return torch.where(span > 0, mapped, flat).view_as(x)

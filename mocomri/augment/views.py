@@ -1,0 +1,200 @@
+"""Two random views of a whole batch, made on the batch's device.
+
+:class:`BatchViews` is the view transform of pretraining, the supervised baseline and
+``mocomri views``. It takes a batch of working images (each scan preprocessed once, padded
+square or cubic and resized to a working side, :mod:`mocomri.data.working`) with per-item
+metadata, and makes each view in two stages:
+
+1. geometry, one resampling (:mod:`mocomri.augment.geometry`): a random resized crop with a
+   near-square box (side a fraction of the image's in ``crop_scale``, aspect within
+   ``crop_aspect``, 4:3 by default), a
+   small rotation and isotropic zoom (with probability ``affine_prob``), optional elastic
+   displacement, and the left-right flip, which is the only flip (anatomy is not symmetric
+   front to back or top to bottom), on the axis each item names;
+2. intensity (``preset: mri``), in the order the artefacts arise in a scanner, on the view
+   rescaled to [0, 1] (:mod:`mocomri.augment.artefacts`): receive-coil bias field, Gibbs
+   ringing, k-space spikes, Rician noise, then gamma/contrast and histogram shift (scanner
+   and protocol differences). Never colour jitter: MR images have no colour.
+
+Each view ends z-scored over the whole view, like the evaluation input. Every item's strengths
+and probabilities are those of its modality family (``AugmentConfig.params_for_family``), so a
+batch may mix T1 slices and FLAIR slices. Parameters are drawn from a ``torch.Generator``
+seeded with the batch's seed (the pretraining sampler derives it from ``(seed, epoch,
+position)``), and noise fields from a generator on the device seeded from the same stream, so
+the views are a pure function of the batch and its seed on a given device: a resumed run
+redraws exactly the views of an uninterrupted one.
+
+An artefact is computed only for the items that drew it (their indices are known on the host,
+so nothing waits for the device).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import torch
+
+from mocomri.augment import artefacts
+from mocomri.augment.geometry import elastic_displacement, resample, view_affines
+from mocomri.data.settings import AugmentConfig
+
+ELASTIC_CONTROL_POINTS = 5  # per axis: control points every quarter of the view's side
+BIAS_DEGREE = 3  # MONAI RandBiasField's default polynomial degree
+
+
+class BatchViews:
+    """Makes two independently augmented views of every item of a batch.
+
+    Args:
+        aug_cfg: the augment config (preset, per-family strengths and probabilities).
+        families: the family name of each family id in the batches' ``family`` tensors
+            (``"t1"``, ``"flair"``, ...; see ``AugmentConfig.family_of``).
+        size: the views' spatial sides; its length (2 or 3) is the number of spatial dims.
+
+    Shape:
+        images: (B, C, *W) any float dtype, on any device; family, flip_axis: (B,) int64 (CPU)
+        -> two (B, C, *size) float32 tensors on the images' device.
+    """
+
+    def __init__(self, aug_cfg: AugmentConfig, families: Sequence[str], size: Sequence[int]):
+        if len(size) not in (2, 3):
+            raise ValueError(f"size={tuple(size)} must have 2 or 3 sides")
+        self.preset = aug_cfg.preset
+        self.families = list(families)
+        self.size = tuple(int(s) for s in size)
+        self.spatial_dims = len(self.size)
+        params = [aug_cfg.params_for_family(f) for f in self.families] or [aug_cfg.base]
+        # One table per parameter: row = family id. None (a spike's intensity taken from the image) -> NaN.
+        self.table: dict[str, torch.Tensor] = {}
+        for field in dataclasses.fields(params[0]):
+            values = [getattr(p, field.name) for p in params]
+            values = [[math.nan, math.nan] if v is None else v for v in values]
+            self.table[field.name] = torch.tensor(values, dtype=torch.float64)
+
+    def __call__(
+        self, images: torch.Tensor, family: torch.Tensor, flip_axis: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views of every item; see the class docstring."""
+        images = images.float()
+        g = torch.Generator().manual_seed(int(seed) % 2**63)
+        device_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        gd = torch.Generator(device=images.device).manual_seed(device_seed)
+        family, flip_axis = family.cpu(), flip_axis.cpu()
+        return self.view(images, family, flip_axis, g, gd), self.view(images, family, flip_axis, g, gd)
+
+    def view(
+        self,
+        images: torch.Tensor,
+        family: torch.Tensor,
+        flip_axis: torch.Tensor,
+        g: torch.Generator,
+        gd: torch.Generator,
+    ) -> torch.Tensor:
+        """One view of every item, drawing parameters from ``g`` (CPU) and noise from ``gd`` (device)."""
+        b, d = images.shape[0], self.spatial_dims
+        device = images.device
+
+        def param(name: str) -> torch.Tensor:
+            return self.table[name][family]  # (B,) or (B, 2), float64 on the CPU
+
+        def uniform(*shape: int) -> torch.Tensor:
+            return torch.rand(shape, generator=g, dtype=torch.float64)
+
+        def between(bounds: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+            bounds = bounds if rows is None else bounds[rows]
+            return bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * uniform(bounds.shape[0])
+
+        # ---- 1. geometry
+        if self.preset == "none":  # the whole image, as the evaluation input
+            half, centre = torch.ones(b, d, dtype=torch.float64), torch.zeros(b, d, dtype=torch.float64)
+        else:
+            side = between(param("crop_scale"))  # (B,)
+            log_aspect = param("crop_aspect").clamp_min(1.0).log().unsqueeze(1)
+            stretch = torch.exp((2 * uniform(b, d) - 1) * log_aspect / 2)  # (B, d)
+            half = (side.unsqueeze(1) * stretch).clamp(max=1.0)
+            centre = (2 * uniform(b, d) - 1) * (1 - half)
+        full = self.preset == "mri"
+        n_angles = 1 if d == 2 else 3
+        turned = (uniform(b) < param("affine_prob")) if full else torch.zeros(b, dtype=torch.bool)
+        max_angle = param("rotate_deg").deg2rad().unsqueeze(1)
+        angles = (2 * uniform(b, n_angles) - 1) * max_angle * turned.unsqueeze(1)
+        zoom = 1 + (2 * uniform(b) - 1) * param("scale") * turned
+        flipped = (uniform(b) < param("flip_prob")) & (flip_axis >= 0) & (self.preset != "none")
+        flip = torch.where(flipped, flip_axis, torch.full_like(flip_axis, -1))
+        affines = view_affines(half, centre, angles, zoom, flip).to(device, torch.float32, non_blocking=True)
+        displacement = None
+        if full:
+            warped = uniform(b) < param("elastic_prob")
+            if warped.any():
+                magnitude = between(param("elastic_magnitude")) * warped
+                coarse = torch.randn((b, d, *[ELASTIC_CONTROL_POINTS] * d), generator=gd, device=device)
+                displacement = elastic_displacement(coarse, self.size, magnitude.to(device, torch.float32))
+        x = resample(images, affines, self.size, displacement)  # (B, C, *size)
+        if not full:
+            return artefacts.normalize(x)
+
+        # ---- 2. intensity artefacts, each on the items that drew it
+        x = artefacts.rescale01(x)
+        c = x.shape[1]
+
+        rows = self._rows(uniform(b) < param("bias_field_prob"))
+        if rows is not None:
+            n_terms = artefacts.bias_field_size(d, BIAS_DEGREE)
+            coeffs = uniform(len(rows), n_terms) * param("bias_field_coeff")[rows].unsqueeze(1)
+            x = self._apply(x, rows, artefacts.bias_field, coeffs.to(device, torch.float32), BIAS_DEGREE)
+
+        rows = self._rows(uniform(b) < param("gibbs_prob"))
+        if rows is not None:
+            alpha = between(param("gibbs_alpha"), rows)
+            x = self._apply(x, rows, artefacts.gibbs_ringing, alpha.to(device))
+
+        rows = self._rows(uniform(b) < param("spike_prob"))
+        if rows is not None:
+            sides = torch.tensor(self.size, dtype=torch.float64)
+            location = (uniform(len(rows), c, d) * sides).long().clamp_max(sides.long() - 1)  # (n, C, d)
+            bounds = param("spike_intensity")[rows]  # (n, 2); NaN: MONAI's default range, from the image
+            fraction = uniform(len(rows), c)
+            given = bounds[:, :1] + (bounds[:, 1:] - bounds[:, :1]) * fraction
+            selected = x.index_select(0, rows.to(device))
+            if torch.isnan(bounds[:, 0]).any():
+                # MONAI: 0.95 to 1.1 times 2.5 times the mean log-magnitude of the item's k-space.
+                scale = artefacts.kspace_log_magnitude_mean(selected) * 2.5  # (n, C), on the device
+                default = scale * (0.95 + 0.15 * fraction.to(device, scale.dtype))
+                log_intensity = torch.where(torch.isnan(bounds[:, :1]).to(device), default, given.to(device, scale.dtype))
+            else:
+                log_intensity = given.to(device)
+            x = x.index_copy(0, rows.to(device), artefacts.kspace_spike(selected, location.to(device), log_intensity))
+
+        rows = self._rows(uniform(b) < param("noise_prob"))
+        if rows is not None:
+            std = uniform(len(rows)) * param("noise_std")[rows]
+            noise = torch.randn((2, len(rows), *x.shape[1:]), generator=gd, device=device)
+            x = self._apply(x, rows, artefacts.rician_noise, std.to(device, torch.float32), noise)
+
+        rows = self._rows(uniform(b) < param("gamma_prob"))
+        if rows is not None:
+            gamma = between(param("gamma"), rows)
+            x = self._apply(x, rows, artefacts.adjust_contrast, gamma.to(device, torch.float32))
+
+        shifted = uniform(b) < param("histogram_shift_prob")
+        points = param("histogram_points").long()
+        for n in points[shifted].unique().tolist():  # one group per control-point count
+            rows = self._rows(shifted & (points == n))
+            floating = torch.linspace(0, 1, n, dtype=torch.float64).repeat(len(rows), 1)
+            for i in range(1, n - 1):  # as MONAI: each point uniform between its left and right neighbour
+                floating[:, i] = floating[:, i - 1] + (floating[:, i + 1] - floating[:, i - 1]) * uniform(len(rows))
+            x = self._apply(x, rows, artefacts.histogram_shift, floating.to(device, torch.float32))
+        return artefacts.normalize(x)
+
+    @staticmethod
+    def _rows(chosen: torch.Tensor) -> torch.Tensor | None:
+        """The indices of the chosen items (host tensor), or None when there is none."""
+        rows = chosen.nonzero().squeeze(1)
+        return rows if len(rows) else None
+
+    @staticmethod
+    def _apply(x: torch.Tensor, rows: torch.Tensor, fn, *args) -> torch.Tensor:
+        index = rows.to(x.device, non_blocking=True)
+        return x.index_copy(0, index, fn(x.index_select(0, index), *args))

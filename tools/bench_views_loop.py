@@ -1,0 +1,141 @@
+"""End-to-end pretraining throughput against the step alone, side by side in one run.
+
+For each config given, measures in this order, on the same machine and data:
+
+1. ``step``: :func:`mocomri.train.step.train_step` (the step ``mocomri pretrain`` runs) on fixed
+   view tensors, the model, optimiser and precision built as ``pretrain`` builds them;
+2. ``loop``: the real ``mocomri pretrain`` command (loader, batched views on the device, step,
+   logging, checkpoints), in a subprocess, images/s over the steps after the warm-up, from
+   its ``metrics.jsonl``;
+3. ``per-item`` (with ``--compare-src DIR``): the same command run from another source tree
+   (e.g. a ``git worktree`` of a commit with the per-item MONAI views in DataLoader workers);
+4. ``step`` again, so a drift of the machine during the run shows.
+
+Usage::
+
+    git worktree add /tmp/mocomri-per-item 2efe027    # the last commit with per-item views
+    .venv/bin/python tools/bench_views_loop.py --out runs/bench_views \\
+        --compare-src /tmp/mocomri-per-item \\
+        configs/brain_tumor_cpu.yaml configs/ixi_3d.yaml
+
+Prints a Markdown table and writes ``OUT/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mocomri.config import load_config  # noqa: E402
+from mocomri.models import spatial_dims_of  # noqa: E402
+from mocomri.train.pretrain import build_model, build_optimizer, make_runtime  # noqa: E402
+from mocomri.train.runtime import keep_freed_memory  # noqa: E402
+from mocomri.train.step import train_step  # noqa: E402
+
+
+def step_only(config: str, overrides: list[str], warmup: int, steps: int) -> dict:
+    """Images/s of ``train_step`` on fixed tensors, set up as ``pretrain`` sets it up."""
+    cfg = load_config(config, overrides)
+    rt = make_runtime(cfg)
+    keep_freed_memory()
+    torch.manual_seed(0)
+    dims = spatial_dims_of(cfg.model.name)
+    fmt = torch.contiguous_format
+    if rt.channels_last:
+        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+    model = build_model(cfg).to(rt.device, memory_format=fmt).train()
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    side = cfg.data.patch_size if dims == 3 else cfg.data.image_size
+    shape = (cfg.train.batch_size, cfg.model.in_channels, *(side,) * dims)
+    view_q = torch.randn(shape, device=rt.device).contiguous(memory_format=fmt)
+    view_k = torch.randn(shape, device=rt.device).contiguous(memory_format=fmt)
+    subjects = torch.arange(shape[0], device=rt.device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize(rt.device)
+            start = time.perf_counter()
+        out = train_step(model, optimizer, scaler, view_q, view_k, subjects, lr=0.01, momentum=0.99, autocast=rt.autocast)
+        float(out.loss.detach())  # one host sync per step, as neither loop would have fewer
+    elapsed = time.perf_counter() - start
+    return {"images_per_s": steps * shape[0] / elapsed, "precision": rt.precision, "channels_last": rt.channels_last}
+
+
+def loop(config: str, overrides: list[str], out: Path, src: Path, steps: int, warmup: int) -> dict:
+    """Images/s of ``mocomri pretrain`` run from ``src`` over the steps after ``warmup``."""
+    run_dir = out / "run"
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    env = dict(os.environ, PYTHONPATH=str(src))
+    cmd = [sys.executable, "-m", "mocomri", "pretrain", "--config", config, "--no-resume",
+           f"train.out_dir={run_dir}", f"train.max_steps={steps}", "train.time_budget_min=0", "log.progress=false",
+           "log.knn_monitor=false", "log.tensorboard=false", "train.checkpoint_every_steps=100000", *overrides]
+    started = time.perf_counter()
+    log = out.with_suffix(".log")
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, env=env, cwd=src, stdout=f, stderr=subprocess.STDOUT)
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    rows = [r for r in rows if r.get("kind", "train") == "train" and "images_per_s" in r]
+    # A window's steps run from the previous logged step to its own; its time is steps / rate.
+    spans = [(r, r["step"] - prev["step"]) for prev, r in zip([{"step": 0}, *rows], rows)]
+    timed = [(r, n) for r, n in spans if r["step"] - n >= warmup]
+    steps = sum(n for _, n in timed)
+    seconds = sum(n / r["images_per_s"] for r, n in timed)  # per image; the batch size cancels
+    result = {"images_per_s": steps / seconds, "steps": steps, "wall_s": time.perf_counter() - started}
+    for key in ("data_wait_frac", "views_frac"):
+        if timed and key in timed[0][0]:
+            result[key] = sum(r[key] * n / r["images_per_s"] for r, n in timed) / seconds
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--out", default="runs/bench_views")
+    parser.add_argument("--compare-src", type=Path, help="another source tree whose pretrain loop to time")
+    parser.add_argument("--steps", type=int, default=60, help="loop steps (default 60)")
+    parser.add_argument("--warmup", type=int, default=20, help="loop steps not timed (default 20)")
+    parser.add_argument("--step-only-steps", type=int, default=20)
+    parser.add_argument("--set", action="append", default=[], help="config override for every run, section.key=value")
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    every = max(1, args.warmup // 4)
+    overrides = [f"log.every_steps={every}", *args.set]
+    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                           "torch": torch.__version__, "threads": torch.get_num_threads()}, "configs": {}}
+    for config in args.configs:
+        name = Path(config).stem
+        r: dict = {}
+        r["step"] = step_only(config, overrides, warmup=5, steps=args.step_only_steps)
+        r["loop"] = loop(config, overrides, out / f"{name}_loop", REPO, args.steps, args.warmup)
+        if args.compare_src:
+            r["per_item"] = loop(config, overrides, out / f"{name}_per_item", args.compare_src.resolve(), args.steps, args.warmup)
+        r["step_again"] = step_only(config, overrides, warmup=5, steps=args.step_only_steps)
+        results["configs"][name] = r
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        print(json.dumps({name: r}), flush=True)
+
+    print("\n| config | step alone (img/s) | loop, batched views | loop / step | per-item loop | batched / per-item |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results["configs"].items():
+        step = (r["step"]["images_per_s"] + r["step_again"]["images_per_s"]) / 2
+        new = r["loop"]["images_per_s"]
+        old = r.get("per_item", {}).get("images_per_s")
+        print(f"| {name} | {r['step']['images_per_s']:.1f} / {r['step_again']['images_per_s']:.1f} | {new:.1f} | "
+              f"{new / step:.2f} | {f'{old:.1f}' if old else '-'} | {f'{new / old:.2f}x' if old else '-'} |")
+
+
+if __name__ == "__main__":
+    main()
