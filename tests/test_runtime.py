@@ -42,3 +42,12 @@ def test_keep_freed_memory__reallocation_stops_faulting_pages():
     # may still grow by a block now and then as glibc places them).
     assert min(plain["faults"][-4:]) > 20_000
     assert sum(kept["faults"][-4:]) < sum(plain["faults"][-4:]) / 10
+
+
+def test_select_precision__3d_on_the_cpu_stays_fp32_and_2d_follows_the_cpu():
+    from mocomri.train.runtime import cpu_supports_bf16, select_precision
+
+    cpu = torch.device("cpu")
+    assert select_precision("auto", cpu, spatial_dims=3) == "fp32"
+    assert select_precision("auto", cpu, spatial_dims=2) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert select_precision("bf16", cpu, spatial_dims=3) == "bf16"  # an explicit choice is kept

@@ -9,7 +9,8 @@ For each config given, measures in this order, on the same machine and data:
    its ``metrics.jsonl``;
 3. ``per-item`` (with ``--compare-src DIR``): the same command run from another source tree
    (e.g. a ``git worktree`` of a commit with the per-item MONAI views in DataLoader workers);
-4. ``step`` again, so a drift of the machine during the run shows.
+4. ``step`` again. Steps 1-2 repeat ``--rounds`` times, alternating, and the medians are
+   compared, so a drift of the machine's speed during the run moves both alike.
 
 Usage::
 
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -40,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from mocomri.config import load_config  # noqa: E402
 from mocomri.models import spatial_dims_of  # noqa: E402
 from mocomri.train.pretrain import build_model, build_optimizer, make_runtime  # noqa: E402
-from mocomri.train.runtime import keep_freed_memory  # noqa: E402
+from mocomri.train.runtime import keep_freed_memory, select_device, select_precision  # noqa: E402
 from mocomri.train.step import train_step  # noqa: E402
 
 
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="loop steps (default 60)")
     parser.add_argument("--warmup", type=int, default=20, help="loop steps not timed (default 20)")
     parser.add_argument("--step-only-steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating (step, loop) rounds (default 3)")
     parser.add_argument("--set", action="append", default=[], help="config override for every run, section.key=value")
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -117,24 +120,38 @@ def main() -> None:
                            "torch": torch.__version__, "threads": torch.get_num_threads()}, "configs": {}}
     for config in args.configs:
         name = Path(config).stem
+        config = str(Path(config).resolve())
+        cfg = load_config(config, args.set)
+        manifest = cfg.data.manifest
+        # The precision this tree's "auto" resolves to, for every run, the other tree's included.
+        precision = select_precision(cfg.train.precision, select_device(cfg.train.device, 0), spatial_dims_of(cfg.model.name))
+        if manifest and not Path(manifest).is_absolute():  # the other source tree may not ship it
+            overrides_for = [f"data.manifest={(REPO / manifest).resolve()}"]
+        else:
+            overrides_for = []
         r: dict = {}
-        r["step"] = step_only(config, overrides, warmup=5, steps=args.step_only_steps)
-        r["loop"] = loop(config, overrides, out / f"{name}_loop", REPO, args.steps, args.warmup)
+        run_overrides = [*overrides, *overrides_for, f"train.precision={precision}"]
+        # Rounds of (step, loop) alternate, so a machine whose speed drifts (shared hosts do)
+        # shifts both alike; the medians are reported with every round's figure.
+        for k in range(args.rounds):
+            r.setdefault("step", []).append(step_only(config, run_overrides, warmup=5, steps=args.step_only_steps))
+            r.setdefault("loop", []).append(loop(config, run_overrides, out / f"{name}_loop", REPO, args.steps, args.warmup))
         if args.compare_src:
-            r["per_item"] = loop(config, overrides, out / f"{name}_per_item", args.compare_src.resolve(), args.steps, args.warmup)
-        r["step_again"] = step_only(config, overrides, warmup=5, steps=args.step_only_steps)
+            r["per_item"] = loop(config, run_overrides, out / f"{name}_per_item", args.compare_src.resolve(), args.steps, args.warmup)
+        r["step"].append(step_only(config, run_overrides, warmup=5, steps=args.step_only_steps))
         results["configs"][name] = r
         (out / "results.json").write_text(json.dumps(results, indent=2))
         print(json.dumps({name: r}), flush=True)
 
-    print("\n| config | step alone (img/s) | loop, batched views | loop / step | per-item loop | batched / per-item |")
+    print("\n| config | step alone (img/s) | loop, batched views (img/s) | loop / step (medians) | per-item loop (img/s) | batched / per-item |")
     print("|---|---|---|---|---|---|")
     for name, r in results["configs"].items():
-        step = (r["step"]["images_per_s"] + r["step_again"]["images_per_s"]) / 2
-        new = r["loop"]["images_per_s"]
+        steps = [x["images_per_s"] for x in r["step"]]
+        loops = [x["images_per_s"] for x in r["loop"]]
+        step, new = statistics.median(steps), statistics.median(loops)
         old = r.get("per_item", {}).get("images_per_s")
-        print(f"| {name} | {r['step']['images_per_s']:.1f} / {r['step_again']['images_per_s']:.1f} | {new:.1f} | "
-              f"{new / step:.2f} | {f'{old:.1f}' if old else '-'} | {f'{new / old:.2f}x' if old else '-'} |")
+        print(f"| {name} | {step:.1f} ({', '.join(f'{v:.0f}' for v in steps)}) | {new:.1f} ({', '.join(f'{v:.0f}' for v in loops)}) | "
+              f"{new / step:.2f} | {f'{old:.1f}' if old else '-'} | {f'{new / old:.1f}x' if old else '-'} |")
 
 
 if __name__ == "__main__":

@@ -123,11 +123,31 @@ def resample(
     Returns:
         (B, C, *S).
     """
-    d = len(size)
-    # grid_sample indexes the last axis with its first coordinate: reverse the axis order.
-    order = list(range(d - 1, -1, -1))
-    theta = torch.cat([affines[:, order][:, :, order], affines[:, order, d:]], 2)
-    grid = F.affine_grid(theta.to(images.dtype), [images.shape[0], images.shape[1], *size], align_corners=False)
+    grid = _affine_grid(affines.to(images.dtype), size)  # (B, *S, d), already in grid_sample's order
     if displacement is not None:
-        grid = grid + displacement[..., order]
+        grid = grid + displacement.flip(-1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _affine_grid(affines: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``x = A u + t`` at every output pixel centre, coordinates in reverse axis order (as
+    ``grid_sample`` reads them: x = the last axis). Shape: (B, *S, d).
+
+    ``F.affine_grid`` computes the same with a batched matrix product of inner size d + 1,
+    which on the CPU cost more than the ``grid_sample`` it feeds (BENCHMARKS.md); here each
+    coordinate is a sum of d broadcast rank-1 terms, since u varies along one axis per term.
+    """
+    b, d = affines.shape[0], len(size)
+    ones = [1] * d
+    coordinates = []
+    for i in range(d):
+        # Add the terms from the last axis to the first, so that only the last add is full-size.
+        coordinate = affines[:, i, d].view(b, *ones)
+        for j in reversed(range(d)):
+            n = size[j]
+            u = (torch.arange(n, dtype=affines.dtype, device=affines.device) * 2 + 1) / n - 1  # pixel centres
+            shape = list(ones)
+            shape[j] = n
+            coordinate = coordinate + affines[:, i, j].view(b, *ones) * u.view(1, *shape)
+        coordinates.append(coordinate)
+    return torch.stack(coordinates[::-1], -1)

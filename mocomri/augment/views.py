@@ -82,7 +82,10 @@ class BatchViews:
         device_seed = int(torch.randint(0, 2**62, (1,), generator=g))
         gd = torch.Generator(device=images.device).manual_seed(device_seed)
         family, flip_axis = family.cpu(), flip_axis.cpu()
-        return self.view(images, family, flip_axis, g, gd), self.view(images, family, flip_axis, g, gd)
+        # Both views in one pass over a batch of 2B: half the operations to launch, the same work.
+        b = images.shape[0]
+        views = self.view(torch.cat([images, images]), family.repeat(2), flip_axis.repeat(2), g, gd)
+        return views[:b], views[b:]
 
     def view(
         self,
@@ -165,7 +168,7 @@ class BatchViews:
                 log_intensity = torch.where(torch.isnan(bounds[:, :1]).to(device), default, given.to(device, scale.dtype))
             else:
                 log_intensity = given.to(device)
-            x = x.index_copy(0, rows.to(device), artefacts.kspace_spike(selected, location.to(device), log_intensity))
+            x.index_copy_(0, rows.to(device), artefacts.kspace_spike(selected, location.to(device), log_intensity))
 
         rows = self._rows(uniform(b) < param("noise_prob"))
         if rows is not None:
@@ -196,5 +199,6 @@ class BatchViews:
 
     @staticmethod
     def _apply(x: torch.Tensor, rows: torch.Tensor, fn, *args) -> torch.Tensor:
+        """``fn`` on the chosen items, written back in place (``x`` is the view's own tensor)."""
         index = rows.to(x.device, non_blocking=True)
-        return x.index_copy(0, index, fn(x.index_select(0, index), *args))
+        return x.index_copy_(0, index, fn(x.index_select(0, index), *args))

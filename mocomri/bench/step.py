@@ -95,7 +95,7 @@ def default_spec(device: str = "cpu", **fields) -> StepSpec:
     dev = torch.device(device)
     return dataclasses.replace(
         spec,
-        precision=select_precision("auto", dev),
+        precision=select_precision("auto", dev, spec.spatial_dims),
         channels_last=select_channels_last("auto", dev, spec.spatial_dims),
     )
 

@@ -94,7 +94,7 @@ def make_runtime(cfg: Config) -> Runtime:
     device = select_device(cfg.train.device, local_rank)
     return Runtime(
         device=device,
-        precision=select_precision(cfg.train.precision, device),
+        precision=select_precision(cfg.train.precision, device, spatial_dims_of(cfg.model.name)),
         channels_last=select_channels_last(cfg.train.channels_last, device, spatial_dims_of(cfg.model.name)),
         rank=rank,
         world_size=world_size,

@@ -62,8 +62,14 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def select_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA with bf16 support or on CPUs with native bf16, fp16 on older GPUs, else fp32."""
+def select_precision(name: str, device: torch.device, spatial_dims: int = 2) -> str:
+    """``auto``: bf16 on CUDA with bf16 support or on CPUs with native bf16, fp16 on older GPUs, else fp32.
+
+    3D encoders on the CPU stay fp32: under bf16 autocast, MONAI's 3D ResNet-18 got a NaN weight
+    gradient in ``layer4.1.conv1`` on its first backward (torch 2.14.1, oneDNN, AVX-512 BF16
+    EPYC), though the same convolution replayed alone on the saved tensors is finite; the 2D
+    encoders train finite in bf16 (see BENCHMARKS.md).
+    """
     if name not in ("auto", "fp32", "bf16", "fp16"):
         raise ValueError(f"train.precision={name!r} must be one of auto, fp32, bf16, fp16")
     if name == "fp16" and device.type != "cuda":
@@ -72,7 +78,7 @@ def select_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_supports_bf16() else "fp32"
+    return "bf16" if cpu_supports_bf16() and spatial_dims == 2 else "fp32"
 
 
 def select_channels_last(setting: str, device: torch.device, spatial_dims: int) -> bool:
