@@ -51,19 +51,32 @@ def _png(path: Path, value: int, size=(16, 16)) -> Path:
 # --- schema and the root line ----------------------------------------------------------------
 
 
-def test_write_then_read__round_trips_rows_and_root_from_any_cwd(tmp_path, monkeypatch):
+def test_write_then_read__round_trips_rows_from_any_cwd_and_any_csv_reader_reads_it(tmp_path, monkeypatch):
+    import csv
+
     root = tmp_path / "data"
     rows = [ManifestRow("a/x.nii.gz", "s1", "01", "T1w", "lesion", "train", "abc"),
             ManifestRow("b/y.png", "s2", "", "unknown", "", "unlabeled", "")]
     write_manifest(Manifest(root, rows), tmp_path / "manifests" / "m.csv")
-    first_line = (tmp_path / "manifests" / "m.csv").read_text().splitlines()[0]
-    assert first_line == "# root: ../data"
+    with open(tmp_path / "manifests" / "m.csv", newline="") as f:
+        plain = list(csv.DictReader(f))  # a reader with no options: the first line is the header
+    assert [r["path"] for r in plain] == ["../data/a/x.nii.gz", "../data/b/y.png"]  # relative to the manifest's folder
+    assert plain[0]["subject"] == "s1" and plain[0]["split"] == "train"
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # relative to the manifest, not the working directory
     manifest = read_manifest(tmp_path / "manifests" / "m.csv")
-    assert manifest.root == root
-    assert manifest.rows == rows
-    assert manifest.abspath(rows[0]) == root / "a" / "x.nii.gz"
+    assert [manifest.abspath(r).resolve() for r in manifest.rows] == [root / "a" / "x.nii.gz", root / "b" / "y.png"]
+    assert [(r.subject, r.session, r.modality, r.label, r.split, r.sha1) for r in manifest.rows] == \
+        [(r.subject, r.session, r.modality, r.label, r.split, r.sha1) for r in rows]
+
+
+def test_read_manifest__old_root_line_still_reads(tmp_path, monkeypatch):
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "old.csv").write_text("# root: ../data\npath,subject,split\na/x.png,s1,train\n")
+    monkeypatch.chdir(tmp_path)
+    manifest = read_manifest(tmp_path / "manifests" / "old.csv")
+    assert manifest.root == tmp_path / "data"
+    assert manifest.abspath(manifest.rows[0]) == tmp_path / "data" / "a" / "x.png"
 
 
 def test_read_manifest__root_argument_overrides_and_default_is_the_folder(tmp_path):
@@ -252,7 +265,7 @@ def test_manifest_command__writes_an_audited_manifest(tmp_path, cohort, capsys):
     printed = capsys.readouterr().out
     assert "layout: bids" in printed and "unreadable files: 0" in printed
     manifest = read_manifest(out)
-    assert manifest.root == cohort
+    assert all(manifest.abspath(r).resolve().is_relative_to(cohort) for r in manifest.rows)
     assert len(manifest) == 12 and all(len(r.sha1) == 40 for r in manifest.rows)
     assert {r.split for r in manifest.rows} <= {"train", "val", "test"}
 
@@ -275,7 +288,7 @@ def test_audit__brain_tumor_duplicates_inside_training_and_across_to_testing():
 @pytest.mark.skipif(not TUMOR.is_dir(), reason="../shared/data/brain-tumor-mri is absent")
 def test_shipped_brain_tumor_manifest__no_test_image_identical_to_a_training_image():
     manifest = read_manifest(REPO / "data_manifests" / "brain_tumor_mri.csv")
-    assert manifest.root == TUMOR.resolve()
+    assert all(manifest.abspath(r).resolve().is_relative_to(TUMOR.resolve()) for r in manifest.rows)
     train = {r.sha1 for r in manifest.rows if r.split == "train"}
     test_rows = [r for r in manifest.rows if r.split == "test"]
     assert test_rows and not any(r.sha1 in train for r in test_rows)

@@ -45,6 +45,8 @@ def test_keep_freed_memory__reallocation_stops_faulting_pages():
 
 
 def test_select_precision__3d_on_the_cpu_stays_fp32_and_2d_follows_the_cpu():
+    import torch
+
     from mocomri.train.runtime import cpu_supports_bf16, select_precision
 
     cpu = torch.device("cpu")

@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--step-only-steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="alternating (step, loop) rounds (default 3)")
     parser.add_argument("--set", action="append", default=[], help="config override for every run, section.key=value")
+    parser.add_argument("--set-new", action="append", default=[],
+                        help="config override for this tree's runs only (keys the other tree lacks)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ def main() -> None:
     for config in args.configs:
         name = Path(config).stem
         config = str(Path(config).resolve())
-        cfg = load_config(config, args.set)
+        cfg = load_config(config, [*args.set, *args.set_new])
         manifest = cfg.data.manifest
         # The precision this tree's "auto" resolves to, for every run, the other tree's included.
         precision = select_precision(cfg.train.precision, select_device(cfg.train.device, 0), spatial_dims_of(cfg.model.name))
@@ -129,16 +131,17 @@ def main() -> None:
             overrides_for = [f"data.manifest={(REPO / manifest).resolve()}"]
         else:
             overrides_for = []
-        r: dict = {}
+        r: dict = {"overrides": args.set, "overrides_this_tree": args.set_new}
         run_overrides = [*overrides, *overrides_for, f"train.precision={precision}"]
         # Rounds of (step, loop) alternate, so a machine whose speed drifts (shared hosts do)
         # shifts both alike; the medians are reported with every round's figure.
+        this_tree = [*run_overrides, *args.set_new]
         for k in range(args.rounds):
-            r.setdefault("step", []).append(step_only(config, run_overrides, warmup=5, steps=args.step_only_steps))
-            r.setdefault("loop", []).append(loop(config, run_overrides, out / f"{name}_loop", REPO, args.steps, args.warmup))
+            r.setdefault("step", []).append(step_only(config, this_tree, warmup=5, steps=args.step_only_steps))
+            r.setdefault("loop", []).append(loop(config, this_tree, out / f"{name}_loop", REPO, args.steps, args.warmup))
         if args.compare_src:
             r["per_item"] = loop(config, run_overrides, out / f"{name}_per_item", args.compare_src.resolve(), args.steps, args.warmup)
-        r["step"].append(step_only(config, run_overrides, warmup=5, steps=args.step_only_steps))
+        r["step"].append(step_only(config, this_tree, warmup=5, steps=args.step_only_steps))
         results["configs"][name] = r
         (out / "results.json").write_text(json.dumps(results, indent=2))
         print(json.dumps({name: r}), flush=True)

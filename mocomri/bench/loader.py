@@ -1,7 +1,7 @@
 """The data loader's pairs per second, next to what a training step consumes.
 
 A synthetic cohort (:func:`mocomri.data.synthetic.make_cohort`) is written to a temporary
-folder, given a manifest with ``mocomri manifest``, and read through
+folder, given a manifest (:func:`mocomri.data.manifest.build_manifest`), and read through
 :func:`mocomri.data.datasets.build_pretrain_dataset` (2D axial slices) by a ``DataLoader`` set
 up as :func:`mocomri.train.pretrain.pretrain` sets it up, and each batch's two views made with
 the full MRI augmentation on the device, as in training.
@@ -16,8 +16,6 @@ loader can produce them and are not counted.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,26 +48,18 @@ def loader_benchmark(plan: LoaderPlan, device: torch.device, step=None) -> dict:
             plan, to feed from the loader at its own batch size; None skips that part.
 
     Returns:
-        ``{"status": "ok", "items", "pairs_per_s": {workers: rate}, "fed": {...}}``, or
-        ``{"status": "skipped: <reason>"}`` when :mod:`mocomri.data` cannot be used.
+        ``{"status": "ok", "items", "pairs_per_s": {workers: rate}, "fed": {...}}``.
     """
-    try:
-        from mocomri.cli import main as cli_main
-        from mocomri.data.datasets import build_pretrain_dataset
-        from mocomri.data.manifest import read_manifest
-        from mocomri.data.settings import AugmentConfig, DataConfig
-        from mocomri.data.synthetic import make_cohort
-    except ImportError as e:
-        return {"status": f"skipped: mocomri.data is not importable ({e})"}
+    from mocomri.data.datasets import build_pretrain_dataset
+    from mocomri.data.manifest import build_manifest, write_manifest
+    from mocomri.data.settings import AugmentConfig, DataConfig
+    from mocomri.data.synthetic import make_cohort
 
     with tempfile.TemporaryDirectory(prefix="mocomri-bench-") as tmp:
         root = make_cohort(Path(tmp) / "cohort", subjects=plan.subjects, modalities=["T1w"], shape=plan.shape, seed=0)
         csv = Path(tmp) / "manifest.csv"
-        with contextlib.redirect_stdout(io.StringIO()):  # its audit table is not the bench's output
-            status = cli_main(["manifest", "--root", str(root), "--out", str(csv)])
-        if status != 0:
-            return {"status": "skipped: `mocomri manifest` failed on the synthetic cohort"}
-        manifest = read_manifest(csv)
+        manifest = build_manifest(root).manifest
+        write_manifest(manifest, csv)
         data_cfg = DataConfig(
             manifest=str(csv), kind="slices2d", image_size=plan.image_size, cache_dir=str(Path(tmp) / "cache"),
             num_workers=plan.workers,

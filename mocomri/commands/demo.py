@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocomri.cli import main as cli_main
     from mocomri.config import load_config
+    from mocomri.data.manifest import build_manifest, write_manifest
     from mocomri.data.synthetic import make_cohort
     from mocomri.eval import format_table, run_probe
     from mocomri.train.pretrain import pretrain
@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
         make_cohort(cohort, subjects=args.subjects, modalities=tuple(args.modalities.split(",")), seed=0)
     if not manifest.is_file():
         print(f"[2/4] manifest and audit -> {manifest}")
-        if cli_main(["manifest", "--root", str(cohort), "--out", str(manifest), "--test-fraction", "0.3", "--val-fraction", "0.1"]) != 0:
-            return 2
+        built = build_manifest(cohort, test_fraction=0.3, val_fraction=0.1, progress=True)
+        write_manifest(built.manifest, manifest)
+        print(built)
     cfg = load_config(config, [f"data.manifest={manifest}", f"train.out_dir={out / 'run'}", *args.overrides])
     print("[3/4] MoCo pretraining on the train split (labels unused)")
     pretrain(cfg)

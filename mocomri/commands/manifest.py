@@ -10,12 +10,13 @@ def register(subparsers) -> None:
         "manifest",
         help="build a manifest CSV from a data folder and audit it",
         description="Scans a BIDS tree, a class-per-folder image tree or a flat folder; splits by "
-        "subject (stratified by label); decodes every file once and reports unreadable files and "
-        "duplicates by content hash. See data_manifests/README.md for the schema.",
+        "subject (stratified by label; by near-duplicate group when the set has no patient ids); "
+        "decodes every file once and reports unreadable files, duplicates by content hash and "
+        "near-duplicates by perceptual hash. See data_manifests/README.md for the schema.",
     )
     parser.add_argument("--root", required=True, help="the data folder")
     parser.add_argument("--out", required=True, help="the manifest CSV to write")
-    parser.add_argument("--layout", default="auto", choices=["auto", "bids", "folders", "flat"])
+    parser.add_argument("--layout", default="auto", choices=["auto", "bids", "subjects", "folders", "flat"])
     parser.add_argument("--labels", help="CSV/TSV with subject labels (BIDS default: participants.tsv 'label')")
     parser.add_argument("--label-column", default="label", help="label column of --labels (default: label)")
     parser.add_argument("--id-column", help="subject id column of --labels (default: participant_id, subject, or the first)")
@@ -31,28 +32,20 @@ def register(subparsers) -> None:
     parser.add_argument("--keep-unreadable", action="store_true", help="keep rows whose file cannot be decoded")
     parser.add_argument("--no-decode", action="store_true", help="hash only; do not decode every file")
     parser.add_argument("--cache-config", help="a config YAML: fill its preprocessing cache during the audit pass")
+    parser.add_argument("--near-threshold", type=int, default=6,
+                        help="near-duplicates of 2D images: perceptual-hash distance in bits of 64 (default 6; -1 skips the pass)")
+    parser.add_argument("--near-threshold-3d", type=int, default=2,
+                        help="the same for NIfTI volumes, on their 3D hash (default 2)")
+    parser.add_argument("--keep-split-folders", action="store_true",
+                        help="keep the set's split folders even when near-duplicates cross them "
+                        "(default: re-split by pseudo-subject when the set has no patient ids)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    from dataclasses import replace
-    from pathlib import Path
+    from mocomri.data.manifest import build_manifest, read_label_table, write_manifest
 
-    from mocomri.data.manifest import Manifest, assign_splits, audit, read_label_table, scan_root, write_manifest
-
-    root = Path(os.path.abspath(args.root))
-    labels = None
-    if args.labels:
-        labels = read_label_table(args.labels, args.id_column, args.label_column)
-    layout, rows = scan_root(root, args.layout, labels, args.modality)
-    if args.unlabeled:
-        rows = [replace(r, label="", split="unlabeled") for r in rows]
-    kept_splits = any(r.split for r in rows)
-    val = args.val_fraction if args.val_fraction is not None else (0.0 if kept_splits else 0.1)
-    rows = assign_splits(rows, val_fraction=val, test_fraction=args.test_fraction, seed=args.seed,
-                         carve_val_from_train=kept_splits and args.val_fraction is not None)
-
+    labels = read_label_table(args.labels, args.id_column, args.label_column) if args.labels else None
     load = None
     if args.cache_config:
         from mocomri.config import load_config
@@ -61,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
 
         data_cfg = load_config(args.cache_config).data
         load = PreprocessCache(data_cfg.cache_dir, PreprocessSettings.from_config(data_cfg)).get
-    report = audit(Manifest(root, rows), load=load, decode=not args.no_decode,
-                   drop_duplicates=not args.keep_duplicates, drop_unreadable=not args.keep_unreadable,
-                   progress=True)
-    write_manifest(report.manifest, args.out)
-    print(f"layout: {layout}")
-    print(report)
-    print(f"wrote {len(report.manifest)} rows to {args.out}")
+    result = build_manifest(
+        args.root, args.layout, labels, args.modality,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, unlabeled=args.unlabeled,
+        drop_duplicates=not args.keep_duplicates, drop_unreadable=not args.keep_unreadable, decode=not args.no_decode,
+        load=load, near_threshold=None if args.near_threshold < 0 else args.near_threshold,
+        near_threshold_3d=args.near_threshold_3d,
+        keep_split_folders=args.keep_split_folders, progress=True,
+    )
+    write_manifest(result.manifest, args.out)
+    print(result)
+    print(f"wrote {len(result.manifest)} rows to {args.out}")
     return 0

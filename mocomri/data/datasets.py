@@ -213,8 +213,8 @@ class ViewPairDataset(_CachedDataset):
             min_crop = min(aug_cfg.params_for_family(f).crop_scale[0] for f in self.families) if self.families else 1.0
             self.working_side = working_side(view_side, min_crop if aug_cfg.preset != "none" else 1.0)
         self.views = BatchViews(aug_cfg, self.families, self.view_size)
-        # Training on the CPU, a worker can make the views of the next batch while the step
-        # runs: the step leaves part of the cores idle (BENCHMARKS.md). Same views either way.
+        # data.views_on=workers: on a CPU run, the workers make the views of the next batches
+        # while the step runs (BENCHMARKS.md compares both places). Same views either way.
         self.views_in_workers = False
         self._working: np.ndarray | None = None
         self._working_args = (data_cfg.cache_dir, progress)

@@ -35,7 +35,7 @@ class DataConfig:
     volume_index: int | None = 0  # which volume of a 4D NIfTI; None keeps all volumes as channels
     cache_dir: str = ".cache/mocomri"  # preprocessed float16 memmaps (see mocomri.data.cache)
     num_workers: int = 2
-    views_on: str = "auto"  # where pretraining views are made: "device" | "workers" (CPU training) | "auto" (workers on a CPU)
+    views_on: str = "device"  # where pretraining views are made: "device" (the training device) | "workers" (DataLoader workers, CPU runs)
     skip_bad: bool = False  # skip unreadable items (and report each) instead of failing
     seed: int = 0  # added to torch.initial_seed() to seed augmentations when num_workers=0 (workers get their own)
 
@@ -45,8 +45,8 @@ class DataConfig:
             raise ConfigError(f"data.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.image_size < 8 or self.patch_size < 8:
             raise ConfigError("data.image_size and data.patch_size must be at least 8")
-        if self.views_on not in ("auto", "device", "workers"):
-            raise ConfigError(f"data.views_on: expected 'auto', 'device' or 'workers', got {self.views_on!r}")
+        if self.views_on not in ("device", "workers"):
+            raise ConfigError(f"data.views_on: expected 'device' or 'workers', got {self.views_on!r}")
         if self.working_size < 0:
             raise ConfigError(f"data.working_size={self.working_size} must be 0 (automatic) or positive")
         if self.slice_axis not in (0, 1, 2):

@@ -137,7 +137,7 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
             stacklevel=2,
         )
     on_cpu = rt.device.type == "cpu"
-    dataset.views_in_workers = cfg.data.num_workers > 0 and (cfg.data.views_on == "workers" or (cfg.data.views_on == "auto" and on_cpu))
+    dataset.views_in_workers = cfg.data.num_workers > 0 and cfg.data.views_on == "workers"
     if dataset.views_in_workers and not on_cpu:
         raise MocomriError(f"data.views_on=workers needs a CPU run; on {rt.device} the views are made on the device")
     sampler = ResumableSampler(n_items, cfg.train.batch_size, cfg.train.seed, rt.rank, rt.world_size)

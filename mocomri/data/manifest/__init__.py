@@ -4,10 +4,14 @@
   ``# root:`` convention;
 - :mod:`.scan`: discovery of BIDS trees, class-per-folder image trees and flat folders;
 - :mod:`.splits`: subject-level, label-stratified splits;
-- :mod:`.audit`: counts, unreadable files and duplicate/leakage checks by content hash.
+- :mod:`.audit`: counts, unreadable files and duplicate/leakage checks by content hash;
+- :mod:`.near_duplicates`: perceptual hashes (2D and 3D) and near-duplicate groups;
+- :mod:`.build`: the recipe (scan → pseudo-subjects → split → audit) behind ``mocomri manifest``.
 """
 
 from mocomri.data.manifest.audit import AuditReport, audit
+from mocomri.data.manifest.build import BuildResult, build_manifest
+from mocomri.data.manifest.near_duplicates import NearDuplicates
 from mocomri.data.manifest.scan import (
     detect_layout,
     guess_modality,
@@ -16,6 +20,7 @@ from mocomri.data.manifest.scan import (
     scan_class_folders,
     scan_flat,
     scan_root,
+    scan_subject_folders,
 )
 from mocomri.data.manifest.schema import COLUMNS, SPLITS, Manifest, ManifestRow, read_manifest, write_manifest
 from mocomri.data.manifest.splits import assign_splits, carve_by_subject
@@ -24,10 +29,13 @@ __all__ = [
     "COLUMNS",
     "SPLITS",
     "AuditReport",
+    "BuildResult",
+    "NearDuplicates",
     "Manifest",
     "ManifestRow",
     "assign_splits",
     "audit",
+    "build_manifest",
     "carve_by_subject",
     "detect_layout",
     "guess_modality",
@@ -37,5 +45,6 @@ __all__ = [
     "scan_class_folders",
     "scan_flat",
     "scan_root",
+    "scan_subject_folders",
     "write_manifest",
 ]

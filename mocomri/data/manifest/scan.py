@@ -1,10 +1,13 @@
 """Discovery: turning a folder of scans into manifest rows.
 
-Three layouts are recognised (``detect_layout``):
+Four layouts are recognised (``detect_layout``):
 
 - ``bids``: ``sub-<id>/[ses-<id>/]anat/sub-<id>[_ses-<id>]_..._<suffix>.nii.gz``; subject,
   session and modality (the suffix) come from the file name, labels from ``participants.tsv``
   or a given table.
+- ``subjects``: one folder per subject of NIfTI files, one per contrast plus segmentations
+  (BraTS style), optionally under split folders; subject = folder, modality = a file-name token,
+  label maps and masks marked so that they are never pretraining images.
 - ``folders``: one folder per class of 2D images, optionally under split folders
   (``Training/<class>/``, ``Testing/<class>/``); label = class folder, split kept.
 - ``flat``: scans anywhere under the root, unlabelled unless a table gives labels.
@@ -32,9 +35,12 @@ SPLIT_FOLDERS = {
 }
 # Modality tokens found in non-BIDS file names (IXI "-T1", "_flair", ...) -> BIDS suffix.
 MODALITY_TOKENS = {
-    "t1": "T1w", "t1w": "T1w", "mprage": "T1w", "t1c": "T1c", "t1ce": "T1c", "t1gd": "T1c",
-    "t2": "T2w", "t2w": "T2w", "pd": "PD", "flair": "FLAIR", "dwi": "DWI", "adc": "ADC",
+    "t1": "T1w", "t1w": "T1w", "mprage": "T1w", "t1c": "T1c", "t1ce": "T1c", "t1gd": "T1c", "t1post": "T1c",
+    "t2": "T2w", "t2w": "T2w", "pd": "PD", "pdw": "PD", "flair": "FLAIR", "t2flair": "FLAIR", "dwi": "DWI", "adc": "ADC",
 }
+# Tokens that name label maps and masks: never pretraining images.
+LABEL_MAP_TOKENS = {"seg", "segmentation", "label", "labels", "mask", "brainmask", "otmulticlass", "aseg", "parc"}
+LABEL_MAP = "label_map"  # the modality scanners give label maps and masks; build_manifest leaves them out
 _BIDS_ENTITY = re.compile(r"(?:^|_)(sub|ses)-([A-Za-z0-9]+)")
 
 
@@ -98,8 +104,51 @@ def guess_modality(name: str) -> str:
     return "unknown"
 
 
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[-_.\s]+", _strip_suffix(name).lower()) if t]
+
+
+def _is_label_map_file(path: Path) -> bool:
+    """A label map or mask by its name, or by its content: integer values, at most 16 of them."""
+    if any(t in LABEL_MAP_TOKENS for t in _tokens(path.name)):
+        return True
+    if guess_modality(path.name) != "unknown" or not path.name.lower().endswith(NIFTI_SUFFIXES):
+        return False
+    import nibabel as nib
+    import numpy as np
+
+    try:
+        data = np.asanyarray(nib.load(path).dataobj)
+    except Exception:  # unreadable: the audit reports it
+        return False
+    values = np.unique(data[:: max(1, data.shape[0] // 32)])  # a sample of planes is enough to rule out
+    return len(values) <= 16 and bool(np.all(np.mod(values, 1) == 0)) and len(np.unique(data)) <= 16
+
+
+def _subject_folder_scans(root: Path) -> list[Path] | None:
+    """The NIfTI files of a folder-per-subject tree, or None when ``root`` is not one.
+
+    Such a tree holds NIfTI files only in folders one level below the root or below a split
+    folder (``train/``, ``Validation/``, ...), at least two per folder, and names at least one
+    contrast in a file name.
+    """
+    scans = [p for p in _scans_under(root) if p.name.lower().endswith(NIFTI_SUFFIXES)]
+    if not scans:
+        return None
+    folders: dict[Path, int] = {}
+    for p in scans:
+        parts = p.relative_to(root).parts
+        depth_ok = len(parts) == 2 or (len(parts) == 3 and parts[0].lower() in SPLIT_FOLDERS)
+        if not depth_ok:
+            return None
+        folders[p.parent] = folders.get(p.parent, 0) + 1
+    if min(folders.values()) < 2 or not any(guess_modality(p.name) != "unknown" for p in scans):
+        return None
+    return scans
+
+
 def detect_layout(root: str | Path) -> str:
-    """``"bids"``, ``"folders"`` or ``"flat"`` for a data root (see the module docstring).
+    """``"bids"``, ``"subjects"``, ``"folders"`` or ``"flat"`` for a data root (see the module docstring).
 
     Raises:
         DataError: the root does not exist, holds DICOM files only, or holds no scans.
@@ -114,6 +163,8 @@ def detect_layout(root: str | Path) -> str:
         if any(p.name.lower().endswith(DICOM_SUFFIXES) for p in root.rglob("*")):
             raise DataError(f"{root}: only DICOM files found; convert them to NIfTI with dcm2niix first")
         raise DataError(f"{root}: no scans found (looked for {', '.join(SCAN_SUFFIXES)})")
+    if _subject_folder_scans(root) is not None:
+        return "subjects"
     images = [p for p in scans if p.name.lower().endswith(IMAGE_SUFFIXES)]
     nested = [p for p in images if p.parent != root]
     if images and len(nested) == len(scans):
@@ -189,6 +240,46 @@ def scan_class_folders(root: str | Path, modality: str = "unknown") -> list[Mani
     return rows
 
 
+def scan_subject_folders(
+    root: str | Path,
+    labels: dict[str, str] | None = None,
+) -> list[ManifestRow]:
+    """Rows for a folder-per-subject tree of NIfTI files (BraTS style), keeping split folders.
+
+    ``root/[train|validation|test/]<subject>/<...>_{t1,t1ce,t2,flair,seg}.nii.gz`` or
+    ``root/<subject>/{Flair_subtrMeanDivStd,T1c_subtrMeanDivStd,brainmask,OTMultiClass}.nii.gz``:
+    the subject is the folder, the modality a token of the file name (any case and separator),
+    and label maps and masks (a ``seg``/``label``/``mask`` token, or integer content with at most
+    16 values) get modality ``label_map`` so that :func:`~mocomri.data.manifest.build_manifest`
+    leaves them out of the images and reports them.
+
+    Args:
+        root: the tree's root.
+        labels: subject (folder name) -> label.
+
+    Raises:
+        DataError: ``root`` is not such a tree.
+    """
+    root = Path(root)
+    scans = _subject_folder_scans(root)
+    if scans is None:
+        raise DataError(f"{root}: not a folder-per-subject tree of NIfTI files (two or more per subject folder, "
+                        "optionally under train/val/test folders, a contrast named in the file names)")
+    rows = []
+    for path in scans:
+        parts = path.relative_to(root).parts
+        split = SPLIT_FOLDERS[parts[0].lower()] if len(parts) == 3 else ""
+        subject = path.parent.name
+        rows.append(ManifestRow(
+            path=_rel(path, root),
+            subject=subject,
+            modality=LABEL_MAP if _is_label_map_file(path) else guess_modality(path.name),
+            label=(labels or {}).get(subject, ""),
+            split=split,
+        ))
+    return rows
+
+
 def scan_flat(
     root: str | Path,
     labels: dict[str, str] | None = None,
@@ -234,12 +325,14 @@ def scan_root(
     layout = detect_layout(root) if layout == "auto" else layout
     if layout == "bids":
         rows = scan_bids(root, labels)
+    elif layout == "subjects":
+        rows = scan_subject_folders(root, labels)
     elif layout == "folders":
         rows = scan_class_folders(root, modality or "unknown")
     elif layout == "flat":
         rows = scan_flat(root, labels, modality)
     else:
-        raise DataError(f"unknown layout {layout!r} (expected auto, bids, folders or flat)")
+        raise DataError(f"unknown layout {layout!r} (expected auto, bids, subjects, folders or flat)")
     if not rows:
         raise DataError(f"{root}: no scans found for layout {layout!r}")
     return layout, rows

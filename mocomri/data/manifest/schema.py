@@ -1,14 +1,15 @@
-"""The manifest: one row per image or volume, in a CSV file that knows where its root is.
+"""The manifest: one row per image or volume, in a plain CSV file.
 
 File format (documented in ``data_manifests/README.md``)::
 
-    # root: ../../shared/data/brain-tumor-mri
     path,subject,session,modality,label,split,sha1
-    Training/glioma/Tr-gl_0537.jpg,Training/glioma/Tr-gl_0537,,T1c,glioma,train,3f5c...
+    ../../shared/data/brain-tumor-mri/Training/glioma/Tr-gl_0537.jpg,Training/glioma/Tr-gl_0537,,T1c,glioma,train,3f5c...
 
-The optional first line ``# root: <dir>`` gives the directory that the ``path`` column is
-relative to, itself relative to the manifest file's own folder (or absolute). Without it, the
-root is the manifest's folder. ``read_manifest(path, root=...)`` overrides both.
+``path`` is relative to the manifest file's own folder (or absolute), so any CSV reader reads
+the file without options and the manifest keeps working wherever it is read from, as long as it
+and the data keep their relative places. Manifests written before this format start with a line
+``# root: <dir>`` (the folder ``path`` is relative to, itself relative to the manifest's folder);
+:func:`read_manifest` still reads them. ``read_manifest(path, root=...)`` overrides both.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 
 from mocomri.errors import DataError
@@ -129,22 +130,21 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, path: str | Path) -> None:
-    """Writes a manifest CSV whose ``# root:`` line is relative to the file's folder.
+    """Writes a plain CSV manifest whose paths are relative to the file's folder.
 
-    The root is written relative when it can be (so the manifest and the data can move
+    Paths are written relative where they can be (so the manifest and the data can move
     together), absolute otherwise (another drive).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        root_text = os.path.relpath(manifest.root.absolute(), path.parent.absolute())
-    except ValueError:
-        root_text = str(manifest.root.absolute())
+    folder = path.parent.absolute()
     with open(path, "w", newline="", encoding="utf-8") as f:
-        f.write(f"{ROOT_PREFIX} {Path(root_text).as_posix()}\n")
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(COLUMNS)
         for row in manifest.rows:
-            writer.writerow(astuple(row))
-
-
+            target = Path(os.path.normpath((manifest.root / row.path).absolute()))
+            try:
+                relative = Path(os.path.relpath(target, folder)).as_posix()
+            except ValueError:
+                relative = target.as_posix()
+            writer.writerow(astuple(replace(row, path=relative)))

@@ -1,0 +1,222 @@
+"""The manifest recipe: scan a folder → label maps aside → pseudo-subjects where ids are missing → split → audit.
+
+``mocomri manifest`` is a thin wrapper around :func:`build_manifest`; the demo and the benchmarks
+call it directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from mocomri.data.manifest.audit import AuditReport, _strip_scan_suffix, audit
+from mocomri.data.manifest.near_duplicates import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_THRESHOLD_3D,
+    NearDuplicates,
+    phash_2d,
+    phash_3d,
+)
+from mocomri.data.manifest.scan import LABEL_MAP, scan_root
+from mocomri.data.manifest.schema import Manifest, ManifestRow
+from mocomri.data.manifest.splits import assign_splits
+from mocomri.errors import DataError
+
+
+@dataclass
+class NearDuplicateReport:
+    """What the near-duplicate pass found and did (printed after the audit).
+
+    Attributes:
+        threshold: the thresholds used, in bits of 64, e.g. ``"6 (2D)"`` (see :mod:`.near_duplicates`).
+        found: the groups over every row that could be hashed (indices into ``hashed_rows``).
+        hashed_rows: the rows hashed, before splitting.
+        pseudo_subjects: True when the groups became the subjects (the set had no patient ids).
+        leaked_folders: near-duplicate pairs across the split folders the set came with.
+        resplit: True when those folders were replaced by splits made by pseudo-subject.
+        unhashed: rows that could not be hashed (path, reason).
+        pairs_across_splits: near-duplicate pairs whose two rows ended in different splits.
+    """
+
+    threshold: str
+    found: NearDuplicates
+    hashed_rows: list[ManifestRow]
+    pseudo_subjects: bool
+    leaked_folders: int
+    resplit: bool
+    unhashed: list[tuple[str, str]]
+    pairs_across_splits: Counter
+
+    def __str__(self) -> str:
+        groups = self.found.groups()
+        n_in = sum(len(g) for g in groups)
+        sizes = ", ".join(f"{k}: {v}" for k, v in self.found.size_histogram().items() if v)
+        lines = [f"near-duplicates (perceptual hash, Hamming distance <= {self.threshold} of 64 bits): "
+                 f"{len(self.found.pairs)} pairs, {len(groups)} groups holding {n_in} of {len(self.hashed_rows)} files",
+                 f"  group sizes (files per group: groups): {sizes}"]
+        if groups:
+            largest = groups[0]
+            lines.append(f"  largest group: {len(largest)} files, e.g. "
+                         + ", ".join(self.hashed_rows[i].path for i in largest[:3]))
+        if self.pseudo_subjects:
+            lines.append(f"  no patient ids: the {len(np.unique(self.found.group))} groups (singletons included) "
+                         "are the subjects (pseudo-subjects), so near-copies and neighbouring slices stay in one split")
+        if self.leaked_folders:
+            what = ("replaced by splits made by pseudo-subject (--keep-split-folders keeps them)" if self.resplit
+                    else "kept as given (--keep-split-folders): scores on this split are optimistic")
+            lines.append(f"  WARNING: the set's own split folders leak: {self.leaked_folders} near-duplicate pairs "
+                         f"cross them; {what}")
+        if self.pairs_across_splits:
+            across = ", ".join(f"{a}-{b} {n}" for (a, b), n in sorted(self.pairs_across_splits.items()))
+            note = "" if self.pseudo_subjects else " (of different subject ids: check whether they are one person's scans)"
+            lines.append(f"  near-duplicate pairs across the final splits: {across}{note}")
+        else:
+            lines.append("  near-duplicate pairs across the final splits: none")
+        if self.unhashed:
+            lines.append(f"  not hashed (unreadable): {len(self.unhashed)}")
+        return "\n".join(lines)
+
+
+@dataclass
+class BuildResult:
+    """The manifest made (``report.manifest``), its audit, and what was left out.
+
+    Attributes:
+        layout: the layout scanned.
+        report: the audit of the rows kept.
+        near: the near-duplicate pass, or None when skipped.
+        label_maps: segmentations and masks found beside the scans, left out of the images.
+    """
+
+    layout: str
+    report: AuditReport
+    near: NearDuplicateReport | None
+    label_maps: list[ManifestRow]
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.report.manifest
+
+    def __str__(self) -> str:
+        parts = [f"layout: {self.layout}", str(self.report)]
+        if self.label_maps:
+            examples = ", ".join(r.path for r in self.label_maps[:3])
+            parts.append(f"label maps and masks left out of the images (never pretraining inputs): "
+                         f"{len(self.label_maps)} files, e.g. {examples}")
+        if self.near is not None:
+            parts.append(str(self.near))
+        return "\n".join(parts)
+
+
+def perceptual_hash(path: Path) -> int:
+    """The 64-bit perceptual hash of a 2D image or a NIfTI volume (see :mod:`.near_duplicates`)."""
+    from mocomri.data.io import file_kind, load_scan
+
+    if file_kind(path) == "image2d":
+        return phash_2d(path)
+    return phash_3d(load_scan(path).array)
+
+
+def _subjects_are_images(rows: list[ManifestRow]) -> bool:
+    counts = Counter(r.subject for r in rows)
+    return bool(rows) and all(counts[r.subject] == 1 and r.subject == _strip_scan_suffix(r.path) for r in rows)
+
+
+def build_manifest(
+    root: str | Path,
+    layout: str = "auto",
+    labels: dict[str, str] | None = None,
+    modality: str | None = None,
+    val_fraction: float | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    unlabeled: bool = False,
+    drop_duplicates: bool = True,
+    drop_unreadable: bool = True,
+    decode: bool = True,
+    load: Callable[[Path], object] | None = None,
+    near_threshold: int | None = DEFAULT_THRESHOLD,
+    near_threshold_3d: int = DEFAULT_THRESHOLD_3D,
+    keep_split_folders: bool = False,
+    progress: bool = False,
+) -> BuildResult:
+    """Scans ``root``, assigns subjects and splits, and audits the result.
+
+    Args:
+        root: the data folder.
+        layout: ``auto``, ``bids``, ``folders`` or ``flat`` (see :mod:`.scan`).
+        labels: subject id -> label, for layouts whose labels are in a table.
+        modality: the modality of every file, where the layout cannot tell.
+        val_fraction: share of subjects for val; None: 0.1 for new splits, none carved from kept folders.
+        test_fraction: share of subjects for test in new splits.
+        seed: the split seed.
+        unlabeled: ignore labels (every row ``unlabeled``).
+        drop_duplicates: drop val/test rows byte-identical to a row of an earlier split.
+        drop_unreadable: drop rows whose file cannot be decoded.
+        decode: decode every file in the audit.
+        load: the audit's decoder (e.g. a cache's ``get``, to fill it in the same pass).
+        near_threshold: the near-duplicate threshold for 2D images, in bits of 64; None skips the pass.
+        near_threshold_3d: the same for NIfTI volumes (their 3D hash).
+        keep_split_folders: keep the set's split folders even when near-duplicates cross them.
+        progress: tqdm bars.
+
+    Returns:
+        The :class:`BuildResult` (``str()`` is the printable report).
+    """
+    from tqdm import tqdm
+
+    root = Path(os.path.normpath(Path(root).absolute()))
+    layout, rows = scan_root(root, layout, labels, modality)
+    label_maps = [r for r in rows if r.modality == LABEL_MAP]
+    rows = [r for r in rows if r.modality != LABEL_MAP]
+    if not rows:
+        raise DataError(f"{root}: only label maps and masks found ({len(label_maps)} files), no images")
+    if unlabeled:
+        rows = [replace(r, label="", split="unlabeled") for r in rows]
+    near = None
+    if near_threshold is not None:
+        from mocomri.data.io import file_kind
+
+        hashes, hashed, kinds, unhashed = [], [], [], []
+        for row in tqdm(rows, desc="perceptual hash", unit="file", disable=not progress):
+            try:
+                hashes.append(perceptual_hash(root / row.path))
+                hashed.append(row)
+                kinds.append("2d" if file_kind(root / row.path) == "image2d" else "3d")
+            except (DataError, OSError) as e:
+                unhashed.append((row.path, str(e)))
+        found = NearDuplicates.from_hashes(hashes, kinds=kinds, thresholds={"2d": near_threshold, "3d": near_threshold_3d})
+        threshold = ", ".join(f"{t} ({k.upper()})" for k, t in (("2d", near_threshold), ("3d", near_threshold_3d)) if k in kinds)
+        pseudo = _subjects_are_images(hashed)
+        leaked = sum(1 for i, j, _ in found.pairs.tolist()
+                     if hashed[i].split and hashed[j].split and hashed[i].split != hashed[j].split)
+        resplit = False
+        if pseudo:
+            first = {}
+            for i, g in enumerate(found.group.tolist()):
+                first.setdefault(g, hashed[i].subject)
+            subject_of = {r.path: first[g] for r, g in zip(hashed, found.group.tolist())}
+            resplit = leaked > 0 and not keep_split_folders
+            rows = [replace(r, subject=subject_of.get(r.path, r.subject), split="" if resplit and not unlabeled else r.split)
+                    for r in rows]
+            if resplit and val_fraction is None:
+                val_fraction = 0.1
+        near = NearDuplicateReport(threshold or str(near_threshold), found, hashed, pseudo, leaked, resplit, unhashed, Counter())
+    kept_splits = any(r.split for r in rows)
+    val = val_fraction if val_fraction is not None else (0.0 if kept_splits else 0.1)
+    rows = assign_splits(rows, val_fraction=val, test_fraction=test_fraction, seed=seed,
+                         carve_val_from_train=kept_splits and val_fraction is not None)
+    report = audit(Manifest(root, rows), load=load, decode=decode, drop_duplicates=drop_duplicates,
+                   drop_unreadable=drop_unreadable, progress=progress)
+    if near is not None:
+        split_of = {r.path: r.split for r in report.manifest.rows}
+        for i, j, _ in near.found.pairs.tolist():
+            a, b = split_of.get(near.hashed_rows[i].path), split_of.get(near.hashed_rows[j].path)
+            if a and b and a != b:
+                near.pairs_across_splits[tuple(sorted((a, b)))] += 1
+    return BuildResult(layout, report, near, label_maps)
