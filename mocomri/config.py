@@ -92,6 +92,12 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
+    def validate(self) -> None:
+        """Checks that span sections; each section checks its own values."""
+        if self.data.channels and self.model.in_channels != len(self.data.channels):
+            raise ConfigError(f"model.in_channels={self.model.in_channels} but data.channels={self.data.channels} "
+                              f"stacks {len(self.data.channels)} contrasts: set model.in_channels={len(self.data.channels)}")
+
 
 def _check_value(value: Any, tp: Any, key: str) -> Any:
     """Returns ``value`` converted to ``tp`` where that is lossless; raises ConfigError otherwise."""

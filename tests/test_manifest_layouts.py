@@ -73,3 +73,99 @@ def test_build_manifest__brats2013_one_subject_per_folder_label_maps_left_out(tm
     assert "label maps and masks left out" in str(result)
     for subject in {r.subject for r in rows}:  # a subject's contrasts share one split
         assert len({r.split for r in rows if r.subject == subject}) == 1
+
+
+# --- multi-contrast items (data.channels) -----------------------------------------------------
+
+CHANNELS = ["T1w", "T1c", "T2w", "FLAIR"]
+
+
+def _contrast_manifest(tmp_path: Path):
+    from mocomri.data.manifest import write_manifest
+
+    result = build_manifest(brats2021_tree(tmp_path / "brats21"), decode=False)
+    write_manifest(result.manifest, tmp_path / "m.csv")
+    return result.manifest
+
+
+def test_channels__stack_one_sessions_contrasts_in_2d_and_3d(tmp_path):
+    import torch
+
+    from mocomri.data.datasets import build_pretrain_dataset
+    from mocomri.data.settings import AugmentConfig, DataConfig
+
+    manifest = _contrast_manifest(tmp_path)
+    for kind, shape in (("slices2d", (4, 24, 24)), ("patches3d", (4, 24, 24, 24))):
+        cfg = DataConfig(cache_dir=str(tmp_path / "cache"), kind=kind, channels=CHANNELS, image_size=16, patch_size=16,
+                         min_foreground=0.0, pretrain_splits=["train", "val", "test"])
+        dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+        assert len(dataset.scans) == 5  # one item per subject, not per file
+        item = dataset[0]
+        assert tuple(item["image"].shape) == shape
+        # the channels are the contrasts in the order asked: each equals that file alone, preprocessed alike
+        assert len(dataset.scans[0].rows) == 4
+        assert [manifest.rows[r].modality for r in dataset.scans[0].rows] == CHANNELS
+        view1, _ = dataset.make_views(dataset.__getitems__([(0, 1), (1, 2)]))
+        assert view1.shape[1] == 4 and torch.isfinite(view1).all()
+
+
+def test_channels__pretraining_runs_end_to_end_on_four_channels(tmp_path):
+    from mocomri.config import load_config
+    from mocomri.train.pretrain import pretrain
+
+    _contrast_manifest(tmp_path)
+    for kind, model in (("slices2d", "resnet18"), ("patches3d", "resnet18_3d")):
+        cfg = load_config(None, [
+            f"data.manifest={tmp_path / 'm.csv'}", f"data.cache_dir={tmp_path / 'cache'}", f"data.kind={kind}",
+            f"data.channels={CHANNELS}", "data.image_size=16", "data.patch_size=16", "data.min_foreground=0.0",
+            "data.num_workers=0", "data.pretrain_splits=[train,val,test]", f"model.name={model}", "model.in_channels=4",
+            "model.width=8", "moco.queue_size=16", "moco.proj_dim=8", "moco.proj_hidden_dim=16", "moco.bn_splits=1",
+            "train.batch_size=2" if kind == "patches3d" else "train.batch_size=8", "train.max_steps=2",
+            f"train.out_dir={tmp_path / kind}", "log.knn_monitor=false", "log.tensorboard=false", "log.progress=false",
+        ])
+        result = pretrain(cfg)
+        assert result.steps == 2 and (tmp_path / kind / "encoder.pt").is_file()
+
+
+def test_channels__mismatched_shape_missing_contrast_and_label_map_name_the_subject_and_file(tmp_path):
+    import pytest
+
+    from mocomri.data.datasets import build_pretrain_dataset
+    from mocomri.data.manifest import Manifest
+    from mocomri.data.settings import AugmentConfig, DataConfig
+    from mocomri.errors import DataError
+
+    manifest = _contrast_manifest(tmp_path)
+    cfg = DataConfig(cache_dir=str(tmp_path / "cache"), channels=CHANNELS, image_size=16, min_foreground=0.0,
+                     pretrain_splits=["train", "val", "test"])
+    bad = tmp_path / "brats21" / "train" / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz"
+    _nifti(bad, _image(7)[:, :, :8])  # another shape
+    with pytest.raises(DataError, match=r"subject BraTS2021_00001: .*BraTS2021_00001_t2\.nii\.gz has shape"):
+        build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+
+    without_flair = Manifest(manifest.root, [r for r in manifest.rows
+                                             if not (r.subject == "BraTS2021_00002" and r.modality == "FLAIR")])
+    fresh = DataConfig(**{**cfg.__dict__, "cache_dir": str(tmp_path / "cache2")})
+    rows_ok = [r for r in without_flair.rows if r.subject != "BraTS2021_00001"]
+    with pytest.raises(DataError, match=r"subject BraTS2021_00002: no FLAIR file"):
+        build_pretrain_dataset(Manifest(manifest.root, rows_ok), fresh, AugmentConfig(), progress=False)
+    skipping = DataConfig(**{**fresh.__dict__, "missing_contrast": "skip"})
+    dataset = build_pretrain_dataset(Manifest(manifest.root, rows_ok), skipping, AugmentConfig(), progress=False)
+    assert len(dataset.scans) == 3 and "BraTS2021_00002" in dataset.skipped[0][1]
+
+    seg = next(p for p in (tmp_path / "brats21").rglob("BraTS2021_00003_seg.nii.gz"))
+    as_image = [r if not (r.subject == "BraTS2021_00003" and r.modality == "T2w") else
+                type(r)(**{**r.__dict__, "path": str(seg)}) for r in rows_ok]
+    with pytest.raises(DataError, match=r"subject BraTS2021_00003: .*BraTS2021_00003_seg\.nii\.gz looks like a label map"):
+        build_pretrain_dataset(Manifest(manifest.root, as_image), skipping, AugmentConfig(), progress=False)
+
+
+def test_config__in_channels_must_match_data_channels():
+    import pytest
+
+    from mocomri.config import load_config
+    from mocomri.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.in_channels=1 but data.channels"):
+        load_config(None, [f"data.channels={CHANNELS}"])
+    assert load_config(None, [f"data.channels={CHANNELS}", "model.in_channels=4"]).model.in_channels == 4

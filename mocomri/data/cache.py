@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mocomri.data.io import load_scan
+from mocomri.data.io import Scan, load_scan, looks_like_label_map
+from mocomri.errors import DataError
 from mocomri.data.preprocess import PreprocessSettings, preprocess
 
 
@@ -114,12 +115,49 @@ class PreprocessCache:
             self._build(Path(path), array_path, meta_path)
         return self._open(array_path, meta_path)
 
+    def get_stack(self, paths: list[Path], name: str) -> CacheEntry:
+        """One entry for co-registered contrasts stacked as channels, in the order given.
+
+        Args:
+            paths: one file per contrast, all of one session.
+            name: names the session in errors (e.g. the subject).
+
+        Raises:
+            DataError: a file cannot be decoded, is a label map, or its shape or affine differs from
+                the first file's; the message names the session and both files.
+        """
+        sha1s = [self.source_sha1(p) for p in paths]
+        array_path, meta_path = self._paths(self.key("+".join(sha1s)))
+        if not meta_path.is_file():
+            scans = [load_scan(p, volume_index=self.settings.volume_index) for p in paths]
+            first = scans[0]
+            for path, scan in zip(paths, scans):
+                if looks_like_label_map(scan.array):
+                    raise DataError(f"{name}: {path} looks like a label map or mask (a few integer values), "
+                                    "not an image; leave it out of data.channels")
+                if scan.array.shape[1:] != first.array.shape[1:]:
+                    raise DataError(f"{name}: {path} has shape {scan.array.shape[1:]} but {paths[0]} has "
+                                    f"{first.array.shape[1:]}; the contrasts of one item must be co-registered")
+                if not np.allclose(scan.affine, first.affine, atol=1e-3):
+                    raise DataError(f"{name}: {path} has another affine than {paths[0]} "
+                                    f"(max difference {np.abs(scan.affine - first.affine).max():.3g}); "
+                                    "the contrasts of one item must be co-registered")
+            stacked = Scan(np.concatenate([s.array for s in scans]), first.spacing, first.affine)
+            self._write(preprocess(stacked, self.settings), ", ".join(map(str, paths)), array_path, meta_path)
+        return self._open(array_path, meta_path)
+
     def _build(self, source: Path, array_path: Path, meta_path: Path) -> None:
-        result = preprocess(load_scan(source, volume_index=self.settings.volume_index), self.settings)
+        scan = load_scan(source, volume_index=self.settings.volume_index)
+        if scan.spatial_dims == 3 and looks_like_label_map(scan.array):
+            raise DataError(f"{source}: looks like a label map or mask (a few integer values), not an image; "
+                            "leave it out of the manifest's images")
+        self._write(preprocess(scan, self.settings), str(source), array_path, meta_path)
+
+    def _write(self, result, source: str, array_path: Path, meta_path: Path) -> None:
         array = result.array.astype(np.float16)
         _atomic_write(array_path, lambda f: np.save(f, array))
         meta = {
-            "source": str(source),
+            "source": source,
             "shape": list(array.shape),
             "spacing": list(result.spacing),
             "foreground": {str(k): v for k, v in result.foreground.items()},

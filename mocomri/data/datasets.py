@@ -17,6 +17,7 @@ opened lazily in each process, so a dataset pickles cheaply to DataLoader worker
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ class CachedScan:
     """A manifest row whose preprocessed array sits in the cache.
 
     Attributes:
-        row: index into ``manifest.rows``.
+        row: index into ``manifest.rows`` (with ``data.channels``, the first contrast's row).
         kind: ``slices2d``, ``patches3d`` or ``images2d``.
         array_path: the cached ``.npy`` (opened with ``mmap_mode="r"``).
         slices: for ``slices2d``, the indices of the slices kept; otherwise empty.
@@ -51,6 +52,7 @@ class CachedScan:
     kind: str
     array_path: str
     slices: list[int]
+    rows: list[int] = dataclasses.field(default_factory=list)  # with data.channels: every contrast's row, in order
 
 
 def _row_kind(path: Path, kind: str) -> str:
@@ -99,6 +101,8 @@ def cache_scans(
     from tqdm import tqdm
 
     cache = PreprocessCache(data_cfg.cache_dir, PreprocessSettings.from_config(data_cfg))
+    if data_cfg.channels:
+        return _cache_stacks(manifest, data_cfg, rows, cache, progress)
     scans, skipped = [], []
     for index in tqdm(rows, desc="cache", unit="scan", disable=None if progress is None else not progress):
         row = manifest.rows[index]
@@ -119,6 +123,50 @@ def cache_scans(
             fractions = entry.foreground.get(data_cfg.slice_axis, [])
             slices = [i for i, f in enumerate(fractions) if f >= data_cfg.min_foreground]
         scans.append(CachedScan(row=index, kind=kind, array_path=str(entry.array_path), slices=slices))
+    return scans, skipped
+
+
+def _cache_stacks(
+    manifest: Manifest, data_cfg: DataConfig, rows: list[int], cache: PreprocessCache, progress: bool | None
+) -> tuple[list[CachedScan], list[tuple[int, str]]]:
+    """:func:`cache_scans` with ``data.channels``: one item per session, its contrasts stacked."""
+    from tqdm import tqdm
+
+    sessions: dict[tuple[str, str], dict[str, int]] = {}
+    for index in rows:
+        row = manifest.rows[index]
+        if row.modality in data_cfg.channels:
+            contrasts = sessions.setdefault((row.subject, row.session), {})
+            if row.modality in contrasts:
+                raise DataError(f"subject {row.subject}{f' session {row.session}' if row.session else ''}: two "
+                                f"{row.modality} files ({manifest.rows[contrasts[row.modality]].path}, {row.path}); "
+                                "data.channels stacks one file per contrast")
+            contrasts[row.modality] = index
+    scans, skipped = [], []
+    for (subject, session), contrasts in tqdm(sorted(sessions.items()), desc="cache", unit="session",
+                                              disable=None if progress is None else not progress):
+        name = f"subject {subject}" + (f" session {session}" if session else "")
+        missing = [c for c in data_cfg.channels if c not in contrasts]
+        try:
+            if missing:
+                raise DataError(f"{name}: no {', '.join(missing)} file among {sorted(contrasts)} "
+                                f"(data.channels={data_cfg.channels}; data.missing_contrast=skip skips such sessions)")
+            members = [contrasts[c] for c in data_cfg.channels]
+            paths = [manifest.abspath(manifest.rows[i]) for i in members]
+            kinds = {_row_kind(p, data_cfg.kind) for p in paths}
+            entry = cache.get_stack(paths, name)
+        except DataError as e:
+            if not (data_cfg.skip_bad or (missing and data_cfg.missing_contrast == "skip")):
+                raise
+            skipped.append((next(iter(contrasts.values())), str(e)))
+            warnings.warn(f"skipped: {e}", stacklevel=3)
+            continue
+        kind = kinds.pop()
+        slices: list[int] = []
+        if kind == "slices2d":
+            fractions = entry.foreground.get(data_cfg.slice_axis, [])
+            slices = [i for i, f in enumerate(fractions) if f >= data_cfg.min_foreground]
+        scans.append(CachedScan(row=members[0], kind=kind, array_path=str(entry.array_path), slices=slices, rows=members))
     return scans, skipped
 
 

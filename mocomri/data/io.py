@@ -164,3 +164,17 @@ def load_image2d(path: str | Path) -> Scan:
     array = pixels[None]  # (1, H, W)
     _check_values(array, path)
     return Scan(array=array, spacing=(1.0, 1.0), affine=np.eye(4))
+
+
+def looks_like_label_map(array: np.ndarray, max_values: int = 16) -> bool:
+    """True when an array holds at most ``max_values`` distinct integers: a segmentation or a mask.
+
+    A subsample is looked at first, so an image with many values returns quickly.
+    """
+    flat = array.reshape(-1)
+    sample = flat[:: max(1, flat.size // 50_000)]
+    values = np.unique(sample)
+    if len(values) > max_values or not np.all(np.mod(values, 1) == 0):
+        return False
+    values = np.unique(flat)
+    return len(values) <= max_values and bool(np.all(np.mod(values, 1) == 0))

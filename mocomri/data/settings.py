@@ -26,6 +26,8 @@ class DataConfig:
     patch_size: int = 64  # side of 3D patches
     working_size: int = 0  # side of the working images the views are cropped from; 0: from the view size and crop scale
     slice_axis: int = 2  # axis of the RAS volume to slice (0 sagittal, 1 coronal, 2 axial)
+    channels: list[str] = field(default_factory=list)  # e.g. [T1w, T1c, T2w, FLAIR]: one session's contrasts stacked as channels
+    missing_contrast: str = "error"  # a session lacking one of `channels`: "error" | "skip" (reported)
     min_foreground: float = 0.2  # skip slices with less foreground than this fraction of their area
     spacing: list[float] | None = None  # resample volumes to this spacing (mm); None keeps the source
     crop_foreground: bool = True  # crop each scan to the bounding box of its foreground (+ margin)
@@ -45,6 +47,10 @@ class DataConfig:
             raise ConfigError(f"data.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.image_size < 8 or self.patch_size < 8:
             raise ConfigError("data.image_size and data.patch_size must be at least 8")
+        if self.missing_contrast not in ("error", "skip"):
+            raise ConfigError(f"data.missing_contrast: expected 'error' or 'skip', got {self.missing_contrast!r}")
+        if len(set(self.channels)) != len(self.channels):
+            raise ConfigError(f"data.channels={self.channels} names a contrast twice")
         if self.views_on not in ("device", "workers"):
             raise ConfigError(f"data.views_on: expected 'device' or 'workers', got {self.views_on!r}")
         if self.working_size < 0:

@@ -1,0 +1,76 @@
+"""Time each part of the batched views: the sampling grid, the resampling, every artefact, a pair.
+
+    .venv/bin/python tools/bench_view_parts.py [--threads 2] [--calls 10]
+
+2D: 128 working images of 96 px to 64-px views; 3D: 8 volumes of 96³ to 64³. Every artefact is
+timed on the whole batch (in training only the items that draw it pay for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mocomri.augment import BatchViews, artefacts  # noqa: E402
+from mocomri.augment.geometry import _affine_grid, resample, view_affines  # noqa: E402
+from mocomri.data.settings import AugmentConfig  # noqa: E402
+
+
+def timed(name: str, fn, calls: int) -> None:
+    fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    print(f"  {name:<28} {(time.perf_counter() - start) / calls * 1000:8.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    f64 = torch.float64
+    for b, working, size in [(128, (96, 96), (64, 64)), (8, (96, 96, 96), (64, 64, 64))]:
+        d = len(size)
+        print(f"{b} x {working} -> {size}, {torch.get_num_threads()} threads")
+        x = torch.randn(b, 1, *working)
+        affines = view_affines(torch.full((b, d), 0.7, dtype=f64), torch.zeros(b, d, dtype=f64),
+                               torch.full((b, 1 if d == 2 else 3), 0.1, dtype=f64), torch.ones(b, dtype=f64),
+                               torch.zeros(b, dtype=torch.long)).float()
+        order = list(range(d - 1, -1, -1))
+        theta = torch.cat([affines[:, order][:, :, order], affines[:, order, d:]], 2)
+        grid = _affine_grid(affines, size).flip(-1).contiguous()
+        timed("F.affine_grid", lambda: F.affine_grid(theta, [b, 1, *size], align_corners=False), args.calls)
+        timed("grid by broadcasting", lambda: _affine_grid(affines, size), args.calls)
+        timed("grid_sample", lambda: F.grid_sample(x, grid, padding_mode="border", align_corners=False), args.calls)
+        timed("resample (grid + sample)", lambda: resample(x, affines, size), args.calls)
+        y = resample(x, affines, size)
+        flat = y.flatten(1)
+        timed("torch.std_mean", lambda: torch.std_mean(flat, 1, correction=0), args.calls)
+        timed("mean + mean square", lambda: (flat.mean(1), (flat * flat).mean(1)), args.calls)
+        timed("rescale01", lambda: artefacts.rescale01(y), args.calls)
+        timed("normalize", lambda: artefacts.normalize(y), args.calls)
+        timed("bias_field", lambda: artefacts.bias_field(y, torch.rand(b, artefacts.bias_field_size(d, 3))), args.calls)
+        timed("gibbs_ringing", lambda: artefacts.gibbs_ringing(y, torch.rand(b)), args.calls)
+        timed("kspace_spike", lambda: artefacts.kspace_spike(y, torch.zeros(b, 1, d, dtype=torch.long), torch.ones(b, 1)), args.calls)
+        noise = torch.randn(2, *y.shape)
+        timed("randn (Rician noise)", lambda: torch.randn(2, *y.shape), args.calls)
+        timed("rician_noise", lambda: artefacts.rician_noise(y, torch.rand(b), noise), args.calls)
+        timed("adjust_contrast", lambda: artefacts.adjust_contrast(y, torch.rand(b) + 0.5), args.calls)
+        timed("histogram_shift", lambda: artefacts.histogram_shift(y, torch.linspace(0, 1, 8).repeat(b, 1)), args.calls)
+        views = BatchViews(AugmentConfig(), ["t1"], size)
+        family, flip = torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long)
+        seeds = iter(range(10**6))
+        timed("BatchViews, a pair of views", lambda: views(x.half(), family, flip, next(seeds)), max(3, args.calls // 2))
+
+
+if __name__ == "__main__":
+    main()
