@@ -1,30 +1,30 @@
-"""``mocomri export``: write a run's backbone weights (``encoder.pt``) from any checkpoint."""
+"""``mocomri export``: a run's backbone for torchvision, MONAI, timm or mocomri itself, checked."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="export the backbone weights of a checkpoint")
-    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its last checkpoint)")
-    p.add_argument("--out", required=True, help="where to write the backbone state_dict (.pt)")
+    p = subparsers.add_parser(
+        "export",
+        help="export a run's backbone for torchvision, MONAI, timm or safetensors, with a model card",
+        description="Writes RUN_DIR's backbone as OUT/model.safetensors in the target library's key layout, "
+        "loads it into the target class with strict=True, checks that the outputs equal the run's backbone "
+        "on a random batch, and writes OUT/MODEL_CARD.md and OUT/model_card.json.",
+    )
+    p.add_argument("run_dir", help="a run directory of `mocomri pretrain` (config.yaml and encoder.pt or a checkpoint)")
+    p.add_argument("--format", default="safetensors", choices=["torchvision", "monai", "timm", "safetensors"],
+                   help="the target (default safetensors: mocomri.models.create_encoder)")
+    p.add_argument("--out", required=True, help="the folder to write")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocomri.config import config_from_dict
-    from mocomri.train.checkpoint import last_checkpoint, load_checkpoint
-    from mocomri.train.pretrain import build_model, export_encoder
+    from mocomri.export import export_run
 
-    src = Path(args.checkpoint)
-    path = last_checkpoint(src) if src.is_dir() else src
-    if path is None:
-        raise FileNotFoundError(f"no checkpoint in run directory {src}")
-    state = load_checkpoint(path)
-    model = build_model(config_from_dict(state["config"]))
-    model.load_state_dict(state["model"])
-    export_encoder(model, Path(args.out))
-    print(f"wrote the backbone of {path} (step {state['step']}) to {args.out}")
+    result = export_run(args.run_dir, args.format, args.out)
+    print(f"wrote {result.weights} ({args.format}); it loads with strict=True and reproduces the run's features "
+          f"(max |difference| {result.max_abs_difference:.2g}); model card {result.card}")
+    print("load it with:\n" + result.loading)
     return 0

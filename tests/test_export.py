@@ -1,0 +1,114 @@
+"""mocomri export: each format loads into its library's class with strict=True and equal outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mocomri.cli import main as cli_main
+from mocomri.config import load_config, save_config
+from mocomri.export import TOLERANCE, ExportError, export_run
+from mocomri.models import create_encoder
+
+
+def _run(tmp_path: Path, name: str, in_channels: int, width: int, seed: int = 0) -> Path:
+    """A run directory as `mocomri pretrain` leaves it: config.yaml and encoder.pt (random weights,
+    BatchNorm statistics moved off their initial values so that a wrong load would show)."""
+    run = tmp_path / f"{name}_c{in_channels}_w{width}"
+    run.mkdir()
+    cfg = load_config(None, [f"model.name={name}", f"model.in_channels={in_channels}", f"model.width={width}",
+                             "data.image_size=32", "data.patch_size=16"])
+    save_config(cfg, run / "config.yaml")
+    torch.manual_seed(seed)
+    backbone, _ = create_encoder(name, in_channels=in_channels, width=width)
+    for module in backbone.modules():
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+    torch.save(backbone.state_dict(), run / "encoder.pt")
+    return run
+
+
+def _target_output(fmt: str, name: str, c: int, width: int, weights: Path, x: torch.Tensor) -> torch.Tensor:
+    """Loads the file into the target library's class as a user would, independently of mocomri.export."""
+    if fmt == "torchvision":
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+        net.conv1 = torch.nn.Conv2d(c, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        net.fc = torch.nn.Identity()
+    elif fmt == "timm":
+        timm = pytest.importorskip("timm")
+        net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=c)
+    elif fmt == "monai":
+        from monai.networks.nets import ResNet
+
+        layers = {"resnet18": [2, 2, 2, 2], "resnet18_3d": [2, 2, 2, 2], "resnet50": [3, 4, 6, 3]}[name]
+        block = "bottleneck" if name == "resnet50" else "basic"
+        net = ResNet(block=block, layers=layers, block_inplanes=[width, 2 * width, 4 * width, 8 * width],
+                     spatial_dims=3 if name.endswith("_3d") else 2, n_input_channels=c, conv1_t_stride=2,
+                     bias_downsample=False, feed_forward=False)
+    else:
+        net, _ = create_encoder(name, in_channels=c, width=width)
+    net.load_state_dict(load_file(str(weights)), strict=True)
+    with torch.no_grad():
+        return net.eval()(x)
+
+
+@pytest.mark.parametrize("fmt,name,channels,width", [
+    ("torchvision", "resnet18", 1, 64),
+    ("torchvision", "resnet18", 4, 64),
+    ("timm", "resnet18", 1, 64),
+    ("timm", "resnet50", 4, 64),
+    ("monai", "resnet18", 1, 16),
+    ("monai", "resnet18_3d", 1, 8),
+    ("monai", "resnet18_3d", 4, 8),
+    ("safetensors", "resnet18", 4, 16),
+    ("safetensors", "resnet18_3d", 1, 8),
+])
+def test_export__loads_strictly_into_the_target_with_equal_outputs(tmp_path, fmt, name, channels, width):
+    if fmt == "timm":
+        pytest.importorskip("timm")
+    run = _run(tmp_path, name, channels, width)
+    result = export_run(run, fmt, tmp_path / "out")
+    assert result.max_abs_difference <= TOLERANCE
+    dims = 3 if name.endswith("_3d") else 2
+    x = torch.randn(2, channels, *(16,) * dims if dims == 3 else (32, 32))
+    backbone, _ = create_encoder(name, in_channels=channels, width=width)
+    backbone.load_state_dict(torch.load(run / "encoder.pt", weights_only=True))
+    with torch.no_grad():
+        expected = backbone.eval()(x)
+    torch.testing.assert_close(_target_output(fmt, name, channels, width, result.weights, x).reshape(expected.shape),
+                               expected, atol=TOLERANCE, rtol=0)
+    card = json.loads((tmp_path / "out" / "model_card.json").read_text())
+    for key in ("architecture", "input", "pretraining", "loading", "check"):
+        assert key in card
+    assert card["input"]["channels"] == channels and card["architecture"]["encoder"] == name
+    markdown = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "model.safetensors" in markdown and "load_state_dict" in markdown
+
+
+@pytest.mark.parametrize("fmt,name,width,advice", [
+    ("torchvision", "resnet18", 32, "--format monai"),
+    ("timm", "resnet18", 32, "--format monai"),
+    ("torchvision", "resnet18_3d", 8, "3D encoder"),
+])
+def test_export__a_target_that_cannot_hold_the_model_is_a_clear_error(tmp_path, fmt, name, width, advice):
+    run = _run(tmp_path, name, 1, width)
+    with pytest.raises(ExportError, match=advice):
+        export_run(run, fmt, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_export_command__one_line_error_and_exit_code_2(tmp_path, capsys):
+    run = _run(tmp_path, "resnet18", 1, 32)
+    assert cli_main(["export", str(run), "--format", "torchvision", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.width=32" in err
+    assert cli_main(["export", str(run), "--format", "monai", "--out", str(tmp_path / "o")]) == 0
+    assert "load it with" in capsys.readouterr().out
