@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from mocomri import validation as check
 from mocomri.data.settings import AugmentConfig, DataConfig
 from mocomri.errors import ConfigError
 
@@ -27,6 +28,13 @@ class ModelConfig:
     name: str = "resnet18"
     in_channels: int = 1
     width: int = 64  # channels of the first stage; 64 is the standard ResNet, 16-32 suits a CPU
+
+    def validate(self) -> None:
+        from mocomri.models.encoders import ENCODERS
+
+        check.choice("model.name", self.name, ENCODERS)
+        check.at_least("model.in_channels", self.in_channels, 1)
+        check.at_least("model.width", self.width, 1)
 
 
 @dataclass
@@ -43,6 +51,17 @@ class MocoConfig:
     shuffle_bn: str = "auto"  # "auto" | "ddp" | "split" | "none"
     bn_splits: int = 8  # sub-batches for split-BN on a single device
 
+    def validate(self) -> None:
+        check.at_least("moco.queue_size", self.queue_size, 1)
+        # m = 1 would freeze the key encoder at its random initialisation.
+        check.in_range("moco.momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check.choice("moco.momentum_schedule", self.momentum_schedule, ("constant", "cosine"))
+        check.positive("moco.temperature", self.temperature)
+        check.at_least("moco.proj_dim", self.proj_dim, 1)
+        check.at_least("moco.proj_hidden_dim", self.proj_hidden_dim, 1)
+        check.choice("moco.shuffle_bn", self.shuffle_bn, ("auto", "ddp", "split", "none"))
+        check.at_least("moco.bn_splits", self.bn_splits, 1)
+
 
 @dataclass
 class OptimConfig:
@@ -52,6 +71,14 @@ class OptimConfig:
     sgd_momentum: float = 0.9
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.0
+
+    def validate(self) -> None:
+        check.choice("optim.name", self.name, ("sgd", "adamw"))
+        check.positive("optim.lr", self.lr)
+        check.at_least("optim.weight_decay", self.weight_decay, 0.0)
+        check.in_range("optim.sgd_momentum", self.sgd_momentum, 0.0, 1.0, high_open=True)
+        check.at_least("optim.warmup_epochs", self.warmup_epochs, 0.0)
+        check.in_range("optim.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
 
 
 @dataclass
@@ -71,6 +98,23 @@ class TrainConfig:
     keep_checkpoints: int = 2
     compile: bool = False
 
+    def validate(self) -> None:
+        import re
+
+        check.at_least("train.batch_size", self.batch_size, 1)
+        check.at_least("train.max_steps", self.max_steps, 0)
+        if self.max_steps == 0:
+            check.positive("train.epochs", self.epochs)
+        check.at_least("train.time_budget_min", self.time_budget_min, 0.0)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device={self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        check.choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        check.choice("train.channels_last", self.channels_last, ("auto", "true", "false"))
+        if not self.out_dir:
+            raise ConfigError("train.out_dir is empty: name the run directory")
+        check.at_least("train.checkpoint_every_steps", self.checkpoint_every_steps, 1)
+        check.at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
+
 
 @dataclass
 class LogConfig:
@@ -80,6 +124,11 @@ class LogConfig:
     knn_k: int = 20
     knn_max_items: int = 2000
     progress: bool = True
+
+    def validate(self) -> None:
+        check.at_least("log.every_steps", self.every_steps, 1)
+        check.at_least("log.knn_k", self.knn_k, 1)
+        check.at_least("log.knn_max_items", self.knn_max_items, 1)
 
 
 @dataclass

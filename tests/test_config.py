@@ -84,3 +84,54 @@ def test_shipped_configs__all_load():
         if path.name.startswith("ablation_"):
             continue  # ablation grids have their own schema (tests/test_ablation.py)
         load_config(path)
+
+
+BAD_VALUES = [
+    ("optim.name=adamx", "optim.name"), ("moco.momentum=1.5", "moco.momentum"), ("moco.momentum=1", "moco.momentum"),
+    ("moco.queue_size=-5", "moco.queue_size"), ("train.precision=fp8", "train.precision"),
+    ("moco.shuffle_bn=weird", "moco.shuffle_bn"), ("model.name=resnet999", "model.name"),
+    ("train.batch_size=0", "train.batch_size"), ("moco.temperature=0", "moco.temperature"),
+    ("moco.momentum_schedule=zigzag", "moco.momentum_schedule"), ("optim.lr=-1", "optim.lr"),
+    ("moco.proj_dim=0", "moco.proj_dim"), ("data.num_workers=-2", "data.num_workers"), ("train.epochs=-1", "train.epochs"),
+    ("data.image_size=0", "data.image_size"), ("model.width=0", "model.width"), ("model.in_channels=0", "model.in_channels"),
+    ("moco.bn_splits=0", "moco.bn_splits"), ("moco.proj_hidden_dim=0", "moco.proj_hidden_dim"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay"), ("optim.sgd_momentum=1", "optim.sgd_momentum"),
+    ("optim.warmup_epochs=-1", "optim.warmup_epochs"), ("optim.min_lr_ratio=2", "optim.min_lr_ratio"),
+    ("train.max_steps=-1", "train.max_steps"), ("train.time_budget_min=-5", "train.time_budget_min"),
+    ("train.device=gpu", "train.device"), ("train.channels_last=maybe", "train.channels_last"),
+    ("train.checkpoint_every_steps=0", "train.checkpoint_every_steps"), ("train.keep_checkpoints=0", "train.keep_checkpoints"),
+    ("log.every_steps=0", "log.every_steps"), ("log.knn_k=0", "log.knn_k"), ("log.knn_max_items=0", "log.knn_max_items"),
+    ("data.patch_size=4", "data.patch_size"), ("data.slice_axis=3", "data.slice_axis"),
+    ("data.min_foreground=1.5", "data.min_foreground"), ("data.crop_margin=-1", "data.crop_margin"),
+    ("data.foreground_threshold=1", "data.foreground_threshold"), ("data.kind=voxels", "data.kind"),
+    ("data.pretrain_splits=[training]", "data.pretrain_splits"), ("data.views_on=gpu", "data.views_on"),
+    ("data.working_size=-1", "data.working_size"), ("data.missing_contrast=maybe", "data.missing_contrast"),
+    ("augment.preset=fancy", "augment.preset"), ("augment.base.noise_prob=2", "augment.base.noise_prob"),
+    ("augment.base.crop_scale=[0.9,0.5]", "augment.base.crop_scale"), ("augment.base.crop_aspect=0.5", "augment.base.crop_aspect"),
+    ("augment.base.gibbs_alpha=[0,2]", "augment.base.gibbs_alpha"), ("augment.base.histogram_points=2", "augment.base.histogram_points"),
+    ("augment.families.flair.gamma=[2,1]", "augment.families.flair.gamma"),
+    ("augment.families.dwi.noise_std=-1", "augment.families.dwi.noise_std"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD_VALUES, ids=[b for b, _ in BAD_VALUES])
+def test_load_config__every_constrained_value_is_checked_at_load_naming_its_key(override, key):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    message = str(caught.value)
+    assert message.startswith(key) or f"'{key}" in message or key in message.split(":")[0]
+    assert "\n" not in message
+
+
+def test_pretrain_command__bad_value_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    from mocomri.cli import main as cli_main
+
+    from pathlib import Path
+
+    demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    out = tmp_path / "run"
+    for override, key in BAD_VALUES[:14]:  # the battery from the issue
+        assert cli_main(["pretrain", "--config", str(demo), "--out", str(out), override]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and key in err and "Traceback" not in err
+        assert not out.exists()

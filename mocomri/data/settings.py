@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from mocomri import validation as check
 from mocomri.errors import ConfigError
 
 KINDS = ("auto", "slices2d", "patches3d", "images2d")
@@ -45,8 +46,17 @@ class DataConfig:
         """Raises ConfigError naming the first field with an impossible value."""
         if self.kind not in KINDS:
             raise ConfigError(f"data.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.image_size < 8 or self.patch_size < 8:
-            raise ConfigError("data.image_size and data.patch_size must be at least 8")
+        check.at_least("data.image_size", self.image_size, 8)
+        check.at_least("data.patch_size", self.patch_size, 8)
+        check.at_least("data.num_workers", self.num_workers, 0)
+        check.at_least("data.crop_margin", self.crop_margin, 0)
+        check.in_range("data.foreground_threshold", self.foreground_threshold, 0.0, 1.0, high_open=True)
+        if self.volume_index is not None:
+            check.at_least("data.volume_index", self.volume_index, 0)
+        if not self.pretrain_splits:
+            raise ConfigError("data.pretrain_splits is empty: name the splits to pretrain on")
+        for i, split in enumerate(self.pretrain_splits):
+            check.choice(f"data.pretrain_splits[{i}]", split, ("train", "val", "test", "unlabeled"))
         if self.missing_contrast not in ("error", "skip"):
             raise ConfigError(f"data.missing_contrast: expected 'error' or 'skip', got {self.missing_contrast!r}")
         if len(set(self.channels)) != len(self.channels):
@@ -93,6 +103,24 @@ class AugmentParams:
     noise_std: float = 0.03  # Rician noise std, fraction of the [0, 1] intensity range
     histogram_shift_prob: float = 0.2
     histogram_points: int = 8
+
+    def validate(self, prefix: str = "augment.base") -> None:
+        """Raises ConfigError naming ``<prefix>.<field>`` for the first impossible value."""
+        for field_ in dataclasses.fields(self):
+            if field_.name.endswith("_prob"):
+                check.in_range(f"{prefix}.{field_.name}", getattr(self, field_.name), 0.0, 1.0)
+        check.bounds(f"{prefix}.crop_scale", self.crop_scale, 0.0, 1.0)
+        check.positive(f"{prefix}.crop_scale[0]", self.crop_scale[0])
+        check.at_least(f"{prefix}.crop_aspect", self.crop_aspect, 1.0)
+        check.in_range(f"{prefix}.rotate_deg", self.rotate_deg, 0.0, 180.0)
+        check.in_range(f"{prefix}.scale", self.scale, 0.0, 1.0, high_open=True)
+        check.bounds(f"{prefix}.elastic_magnitude", self.elastic_magnitude, 0.0)
+        check.at_least(f"{prefix}.bias_field_coeff", self.bias_field_coeff, 0.0)
+        check.bounds(f"{prefix}.gamma", self.gamma, 1e-6)
+        check.bounds(f"{prefix}.gibbs_alpha", self.gibbs_alpha, 0.0, 1.0)
+        check.bounds(f"{prefix}.spike_intensity", self.spike_intensity)
+        check.at_least(f"{prefix}.noise_std", self.noise_std, 0.0)
+        check.at_least(f"{prefix}.histogram_points", self.histogram_points, 3)
 
 
 # Modality name (BIDS suffix) -> family. Families share augmentation settings because their
@@ -141,6 +169,12 @@ class AugmentConfig:
             for key in params:
                 if key not in known:
                     raise ConfigError(f"augment.families.{family}.{key}: unknown parameter (known: {', '.join(sorted(known))})")
+        self.base.validate("augment.base")
+        for family in sorted(families):
+            try:
+                self.params_for_family(family).validate(f"augment.families.{family}")
+            except TypeError as e:  # a family override of the wrong type (e.g. a list for a number)
+                raise ConfigError(f"augment.families.{family}: {e}") from e
 
     def family_of(self, modality: str) -> str:
         """The augmentation family of a modality name (``"other"`` when unknown)."""
