@@ -194,10 +194,10 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
         card["pretraining_summary"] = json.loads(summary.read_text())
     manifest_path = Path(cfg.data.manifest) if cfg.data.manifest else None
     if manifest_path is not None and manifest_path.is_file():
-        from mocomri.data.cache import file_sha1
+        from mocomri.files import file_digest
 
         manifest = read_manifest(manifest_path).select(cfg.data.pretrain_splits)
-        card["data"] = {"manifest": str(manifest_path), "manifest_sha1": file_sha1(manifest_path),
+        card["data"] = {"manifest": str(manifest_path), "manifest_sha1": file_digest(manifest_path),
                         "pretraining_splits": cfg.data.pretrain_splits, "scans": len(manifest),
                         "subjects": len(manifest.subjects())}
     metrics = next((p for p in (run_dir / "probe" / "metrics.json", run_dir.parent / f"{run_dir.name}_probe" / "metrics.json")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from mocomri.data import cache as cache_module
-from mocomri.data.cache import PreprocessCache, file_sha1
+from mocomri.data.cache import PreprocessCache
+from mocomri.files import file_digest
 from mocomri.data.preprocess import PreprocessSettings, foreground_mask, preprocess
 from mocomri.data.io import load_volume
 from mocomri.errors import DataError
@@ -110,7 +111,7 @@ def test_cache_source_sha1__matches_the_file_hash(tmp_path, volume):
     import hashlib
 
     assert PreprocessCache(tmp_path / "c", PreprocessSettings()).source_sha1(volume) == hashlib.sha1(volume.read_bytes()).hexdigest()
-    assert file_sha1(volume) == hashlib.sha1(volume.read_bytes()).hexdigest()
+    assert file_digest(volume) == hashlib.sha1(volume.read_bytes()).hexdigest()
 
 
 def test_cache_get__concurrent_builders_leave_one_valid_entry(tmp_path, volume):

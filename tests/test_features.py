@@ -39,7 +39,7 @@ def test_load_encoder_source__run_dir_gives_config_step_and_sha(tmp_path: Path) 
     torch.save({"step": 42, "model": {}}, tmp_path / "checkpoints" / "last.pt")
     source = load_encoder_source(tmp_path)
     assert source.kind == "run" and source.model.width == 4 and source.step == 42
-    assert source.sha256 == hashlib.sha256((tmp_path / "encoder.pt").read_bytes()).hexdigest()
+    assert source.sha1 == hashlib.sha1((tmp_path / "encoder.pt").read_bytes()).hexdigest()
     reference = torch.load(tmp_path / "encoder.pt", weights_only=True)
     rebuilt = source.build().state_dict()
     assert all(torch.equal(rebuilt[k], v) for k, v in reference.items())

@@ -293,10 +293,10 @@ def test_shipped_brain_tumor_manifest__no_test_image_identical_to_a_training_ima
     test_rows = [r for r in manifest.rows if r.split == "test"]
     assert test_rows and not any(r.sha1 in train for r in test_rows)
     # The hashes are the files' real hashes, not stale ones (checked on a sample).
-    from mocomri.data.cache import file_sha1
+    from mocomri.files import file_digest
 
     for row in test_rows[:: max(1, len(test_rows) // 20)]:
-        assert file_sha1(manifest.abspath(row)) == row.sha1
+        assert file_digest(manifest.abspath(row)) == row.sha1
 
 
 @pytest.mark.realdata

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from mocomri.data.manifest import build_manifest

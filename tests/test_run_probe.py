@@ -101,8 +101,8 @@ def test_run_probe__writes_report_metrics_and_both_plots(tmp_path: Path, fake_da
     assert set(stored["methods"]) == {"moco", "moco_knn", "random_init", "random_init_knn", "raw_pixels"}
     assert set(stored["methods"]["moco"]) == {"0.34", "1.0"}
     assert stored["classes"] == CLASSES
-    sha = hashlib.sha256((run_dir / "encoder.pt").read_bytes()).hexdigest()
-    assert stored["provenance"]["encoder_sha256"] == sha
+    sha = hashlib.sha1((run_dir / "encoder.pt").read_bytes()).hexdigest()
+    assert stored["provenance"]["encoder_sha1"] == sha
     assert stored["provenance"]["checkpoint_step"] == 7
 
     for method, per_fraction in metrics["methods"].items():

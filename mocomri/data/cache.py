@@ -18,38 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mocomri.data.io import Scan, load_scan, looks_like_label_map
+from mocomri.files import atomic_write, file_digest
 from mocomri.errors import DataError
 from mocomri.data.preprocess import PreprocessSettings, preprocess
-
-
-def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
-    """The sha1 hex digest of a file's bytes."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -90,8 +67,8 @@ class PreprocessCache:
         memo = self.cache_dir / "sources" / stat_key
         if memo.is_file():
             return memo.read_text().strip()
-        sha1 = file_sha1(path)
-        _atomic_write(memo, lambda f: f.write(sha1.encode()))
+        sha1 = file_digest(path)
+        atomic_write(memo, lambda f: f.write(sha1.encode()))
         return sha1
 
     def key(self, sha1: str) -> str:
@@ -155,7 +132,7 @@ class PreprocessCache:
 
     def _write(self, result, source: str, array_path: Path, meta_path: Path) -> None:
         array = result.array.astype(np.float16)
-        _atomic_write(array_path, lambda f: np.save(f, array))
+        atomic_write(array_path, lambda f: np.save(f, array))
         meta = {
             "source": source,
             "shape": list(array.shape),
@@ -163,7 +140,7 @@ class PreprocessCache:
             "foreground": {str(k): v for k, v in result.foreground.items()},
             "settings": json.loads(self._settings_json),
         }
-        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
 
     @staticmethod
     def _open(array_path: Path, meta_path: Path) -> CacheEntry:

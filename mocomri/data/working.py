@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch
 
 from mocomri.data.transforms import ArrayCompose, PadToSquare
 from mocomri.errors import DataError
+from mocomri.files import atomic_path
 
 
 def working_side(view_side: int, min_crop_fraction: float) -> int:
@@ -82,10 +81,7 @@ def build_working_array(
     from tqdm import tqdm
 
     resize = _resizer(side, spatial_dims)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npy") as tmp:
         first = read(0)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_items, first.shape[0], *(side,) * spatial_dims))
         for i in tqdm(range(n_items), desc="working images", unit="item", disable=None if progress is None else not progress):
@@ -96,8 +92,4 @@ def build_working_array(
             out[i] = torch.as_tensor(resize(image)).numpy()
         out.flush()
         del out
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return np.load(path, mmap_mode="r")

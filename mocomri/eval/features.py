@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mocomri.config import Config, ModelConfig, config_from_dict
 from mocomri.errors import ConfigError
+from mocomri.files import atomic_path, file_digest
 
 RANDOM = "random"
 
@@ -35,7 +36,7 @@ class EncoderSource:
     kind: str  # "run" | "file" | "random"
     model: ModelConfig
     state_dict: dict[str, torch.Tensor] | None = None
-    sha256: str = ""  # of encoder.pt
+    sha1: str = ""  # of encoder.pt (mocomri.files.file_digest)
     weights_path: Path | None = None
     run_dir: Path | None = None
     run_config: Config | None = None
@@ -45,7 +46,7 @@ class EncoderSource:
     def identity(self) -> str:
         """A string that changes whenever the features could change (for cache keys)."""
         arch = json.dumps(dataclasses.asdict(self.model), sort_keys=True)
-        return f"{self.kind}:{self.sha256}:{arch}"
+        return f"{self.kind}:{self.sha1}:{arch}"
 
     def build(self, seed: int = 0) -> nn.Module:
         """The backbone with the source's weights (``random``: initialised from ``seed``).
@@ -78,18 +79,10 @@ class EncoderSource:
             "run_dir": str(self.run_dir) if self.run_dir else None,
             "config": str(self.run_dir / "config.yaml") if self.run_dir else None,
             "weights": str(self.weights_path) if self.weights_path else None,
-            "encoder_sha256": self.sha256 or None,
+            "encoder_sha1": self.sha1 or None,
             "checkpoint_step": self.step,
             "architecture": dataclasses.asdict(self.model),
         }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_encoder_source(
@@ -121,7 +114,7 @@ def load_encoder_source(
         kind="run" if run_dir else "file",
         model=model_cfg or (run_config.model if run_config else ModelConfig()),
         state_dict=state_dict,
-        sha256=file_sha256(weights),
+        sha1=file_digest(weights),
         weights_path=weights,
         run_dir=run_dir,
         run_config=run_config,
@@ -197,8 +190,7 @@ def cached(cache_dir: Path, name: str, key: str, compute: Callable[[], np.ndarra
         with np.load(path) as stored:
             return stored["features"]
     features = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, features=features)
-    tmp.replace(path)  # atomic: an interrupted run never leaves a truncated cache file
+    # A unique temporary name: parallel ablation cells may compute the same entry at once.
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, features=features)
     return features

@@ -108,7 +108,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
                 ["config", f"`{p['config']}`" if p["config"] else "none"],
                 ["encoder weights", f"`{p['weights']}`" if p["weights"] else "random initialisation"],
                 ["checkpoint step", str(p["checkpoint_step"]) if p["checkpoint_step"] is not None else "unknown"],
-                ["encoder.pt sha256", f"`{p['encoder_sha256']}`" if p["encoder_sha256"] else "n/a"],
+                ["encoder.pt sha1", f"`{p['encoder_sha1']}`" if p["encoder_sha1"] else "n/a"],
                 ["architecture", f"{arch['name']}, width {arch['width']}, in_channels {arch['in_channels']}"],
             ],
         ),

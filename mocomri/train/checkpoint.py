@@ -7,36 +7,20 @@ run continues exactly where the saved one stopped.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mocomri.files import atomic_write
+
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """Writes ``obj`` with ``torch.save`` to a temporary file and renames it into place.
-
-    A reader (or a run killed mid-write) never sees a half-written file: ``os.replace`` is
-    atomic on POSIX within one file system.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``obj`` with ``torch.save`` atomically (:func:`mocomri.files.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,12 +1,10 @@
-"""Online health signals of contrastive training: alignment, uniformity, collapse, kNN accuracy."""
+"""Online health signals of contrastive training: alignment, uniformity, collapse (the kNN monitor uses the probe's kNN)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -41,36 +39,3 @@ def embedding_spread(z: torch.Tensor) -> torch.Tensor:
         z: (B, C), L2-normalised.
     """
     return z.float().std(dim=0).mean() * math.sqrt(z.shape[1])
-
-
-def knn_accuracy(
-    train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray, test_labels: np.ndarray, k: int = 20
-) -> float:
-    """Accuracy of a cosine kNN classifier (majority vote of the k nearest training features)."""
-    from sklearn.neighbors import KNeighborsClassifier
-
-    k = max(1, min(k, len(train_feats)))
-    clf = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance")
-    clf.fit(train_feats, train_labels)
-    return float((clf.predict(test_feats) == test_labels).mean())
-
-
-@torch.no_grad()
-def extract_features(
-    backbone: torch.nn.Module, loader, device: torch.device, autocast
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features for every item of ``loader`` (items carry ``image`` and ``row``).
-
-    Returns:
-        (features (N, F) float32, rows (N,) int64).
-    """
-    was_training = backbone.training
-    backbone.eval()
-    feats, rows = [], []
-    for batch in loader:
-        with autocast():
-            f = backbone(batch["image"].to(device, non_blocking=True))
-        feats.append(F.normalize(f.float(), dim=1).cpu())
-        rows.append(torch.as_tensor(batch["row"]))
-    backbone.train(was_training)
-    return torch.cat(feats).numpy(), torch.cat(rows).numpy()

@@ -8,7 +8,6 @@ resumed run draws the same batches an uninterrupted one would have.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from mocomri.config import Config, config_to_dict, save_config
 from mocomri.errors import MocomriError
+from mocomri.files import file_digest
 from mocomri.models import MoCo, constant_momentum, cosine_momentum, create_encoder, spatial_dims_of
 from mocomri.train.checkpoint import (
     atomic_save,
@@ -301,7 +301,7 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
             "device": str(rt.device),
             "precision": rt.precision,
             "world_size": rt.world_size,
-            "encoder_sha1": _sha1(run_dir / "encoder.pt"),
+            "encoder_sha1": file_digest(run_dir / "encoder.pt"),
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"done: {final_step} steps in {wall / 60:.1f} min; encoder -> {run_dir / 'encoder.pt'}; tensorboard --logdir {run_dir / 'tb'}")
@@ -378,7 +378,11 @@ class _Window:
 
 
 class _KnnMonitor:
-    """kNN accuracy of the frozen backbone, each epoch, when the manifest has labelled splits."""
+    """kNN accuracy of the frozen backbone, each epoch, when the manifest has labelled splits.
+
+    The same features and kNN as the probe's report (:func:`mocomri.eval.features.extract_features`,
+    :func:`mocomri.eval.probe.fit_knn_probe`), on at most ``log.knn_max_items`` items per side.
+    """
 
     def __init__(self, manifest, cfg: Config, rt: Runtime):
         self.ready = False
@@ -391,15 +395,16 @@ class _KnnMonitor:
 
         self.rt = rt
         self.k = cfg.log.knn_k
-        self.labels = [r.label for r in manifest.rows]
-        self.loaders = []
+        labels = [r.label for r in manifest.rows]
+        self.sides = []  # (dataset, labels of its items)
         for splits in (["train"], ["val"] if any(manifest.rows[i].split == "val" for i in test) else ["test"]):
             ds = build_eval_dataset(manifest, cfg.data, splits)
+            rows = ds.item_rows
             if len(ds) > cfg.log.knn_max_items:
                 g = torch.Generator().manual_seed(0)
-                keep = torch.randperm(len(ds), generator=g)[: cfg.log.knn_max_items].tolist()
-                ds = torch.utils.data.Subset(ds, sorted(keep))
-            self.loaders.append(DataLoader(ds, batch_size=256, num_workers=0))
+                keep = sorted(torch.randperm(len(ds), generator=g)[: cfg.log.knn_max_items].tolist())
+                ds, rows = torch.utils.data.Subset(ds, keep), [rows[i] for i in keep]
+            self.sides.append((ds, [labels[r] for r in rows]))
         self.ready = True
 
     def measure(self, backbone: torch.nn.Module, step: int) -> float | None:
@@ -407,17 +412,13 @@ class _KnnMonitor:
             return None
         import numpy as np
 
-        from mocomri.train.monitors import extract_features, knn_accuracy
+        from mocomri.eval.features import extract_features
+        from mocomri.eval.probe import fit_knn_probe
 
-        (ftr, rtr), (fte, rte) = (extract_features(backbone, dl, self.rt.device, self.rt.autocast) for dl in self.loaders)
-        ytr = np.array([self.labels[i] for i in rtr])
-        yte = np.array([self.labels[i] for i in rte])
-        return knn_accuracy(ftr, ytr, fte, yte, k=self.k)
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        was_training = backbone.training
+        (ftr, ytr), (fte, yte) = (
+            (extract_features(backbone, ds, batch_size=256, device=self.rt.device, bf16=self.rt.precision == "bf16"),
+             np.array(y)) for ds, y in self.sides
+        )
+        backbone.train(was_training)
+        return float((fit_knn_probe(ftr, ytr, k=self.k).predict(fte) == yte).mean())

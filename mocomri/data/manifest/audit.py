@@ -148,7 +148,7 @@ def audit(
     """
     from tqdm import tqdm
 
-    from mocomri.data.cache import file_sha1
+    from mocomri.files import file_digest
     from mocomri.data.io import load_scan
 
     load = load or load_scan
@@ -162,7 +162,7 @@ def audit(
             bad.add(i)
             rows.append(row)
             continue
-        rows.append(row if row.sha1 else replace(row, sha1=file_sha1(path)))
+        rows.append(row if row.sha1 else replace(row, sha1=file_digest(path)))
         if decode:
             try:
                 load(path)
