@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mocomri.bench.reference import ReferenceMoCo, colab_split_bn, reference_train_step
 from mocomri.models import MoCo, create_encoder, spatial_dims_of
+from mocomri.train.step import train_step
 
 FORMULATIONS = ("mocomri", "reference")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -130,7 +131,7 @@ class TrainStep:
         # Eight images per subject, so that same-subject masking has work to do as in training.
         self.subjects = torch.arange(spec.batch_size, device=self.device) % max(spec.batch_size // 8, 1)
         self.momentum = 0.99
-        lr = 0.06 * spec.batch_size / 256
+        self.lr = lr = 0.06 * spec.batch_size / 256
 
         if spec.formulation == "reference":
             backbone = colab_split_bn(backbone, spec.bn_splits)
@@ -168,12 +169,9 @@ class TrainStep:
         reference, which reads it back as ``main_moco.py`` does)."""
         if self.spec.formulation == "reference":
             return reference_train_step(self.model, self.optimizer, self.view_q, self.view_k, self.momentum)
-        with self.autocast():
-            out = self.net(self.view_q, self.view_k, momentum=self.momentum, subjects=self.subjects)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        # The step pretraining runs, not a copy of it.
+        out = train_step(self.net, self.optimizer, self.scaler, self.view_q, self.view_k, self.subjects,
+                         lr=self.lr, momentum=self.momentum, autocast=self.autocast)
         # As the training loop does: record a non-finite loss on the device, look at it later.
         loss = out.loss.detach()
         self.first_bad_step = torch.where((self.first_bad_step < 0) & ~torch.isfinite(loss), self.steps, self.first_bad_step)
