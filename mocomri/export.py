@@ -123,8 +123,11 @@ def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
     raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> ExportResult:
+def export_run(run_dir: str | Path, fmt: str, out: str | Path, probe: str | Path | None = None) -> ExportResult:
     """Writes the run's backbone in ``fmt``'s key layout as safetensors, proves it loads, writes the model card.
+
+    ``probe`` is a ``mocomri probe`` output folder (or its ``metrics.json``) whose numbers go into
+    the card; without it, ``RUN_DIR/probe`` is used when present.
 
     Raises:
         ExportError: the format cannot hold this encoder (the message names what to use), or the
@@ -165,11 +168,12 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> ExportResult:
     except ExportError:
         weights.unlink(missing_ok=True)  # a file that failed its check is not left behind as an export
         raise
-    card = write_model_card(run_dir, cfg, fmt, out, loading, difference)
+    card = write_model_card(run_dir, cfg, fmt, out, loading, difference, probe)
     return ExportResult(weights, card, difference, loading)
 
 
-def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: str, difference: float) -> Path:
+def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: str, difference: float,
+                     probe: str | Path | None = None) -> Path:
     """``MODEL_CARD.md`` and ``model_card.json`` beside the weights; returns the Markdown's path."""
     from mocomri.data.manifest import read_manifest
 
@@ -200,10 +204,22 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
         card["data"] = {"manifest": str(manifest_path), "manifest_sha1": file_digest(manifest_path),
                         "pretraining_splits": cfg.data.pretrain_splits, "scans": len(manifest),
                         "subjects": len(manifest.subjects())}
-    metrics = next((p for p in (run_dir / "probe" / "metrics.json", run_dir.parent / f"{run_dir.name}_probe" / "metrics.json")
-                    if p.is_file()), None)
-    if metrics is not None:
-        card["probe"] = {"report": str(metrics), "metrics": json.loads(metrics.read_text()).get("summary")}
+    candidates = [Path(probe) / "metrics.json" if Path(probe).is_dir() else Path(probe)] if probe else []
+    candidates += [run_dir / "probe" / "metrics.json"]
+    metrics_path = next((p for p in candidates if p.is_file()), None)
+    table = None
+    if metrics_path is not None:
+        from mocomri.eval.report import format_table
+
+        metrics = json.loads(metrics_path.read_text())
+        card["probe"] = {
+            "report": str(metrics_path),
+            "unit": metrics.get("settings", {}).get("unit"),
+            "accuracy": {method: {fraction: {"mean": m["accuracy"]["mean"], "std": m["accuracy"]["std"],
+                                             "ci95": m["accuracy"]["ci"]} for fraction, m in per.items()}
+                         for method, per in metrics["methods"].items()},
+        }
+        table = format_table(metrics)
     (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     lines = [f"# {cfg.model.name} (width {cfg.model.width}), MoCo-pretrained with mocomri", "",
              f"- Format: `{fmt}`, weights `model.safetensors` (checked: max |difference| {difference:.2g} ≤ {TOLERANCE})",
@@ -216,10 +232,9 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
     if "pretraining_summary" in card:
         s = card["pretraining_summary"]
         lines.append(f"- Pretraining: {s.get('steps')} steps, final InfoNCE loss {s.get('final_loss'):.4g}")
-    if "probe" in card:
-        lines.append(f"- Probe (with its baselines and 95% CIs): {card['probe']['report']}")
-    else:
-        lines.append("- Probe: none found for this run (`mocomri probe --encoder RUN_DIR` makes one)")
+    if table is None:
+        lines.append("- Probe: none found for this run (`mocomri probe --encoder RUN_DIR --out RUN_DIR/probe` makes one)")
+    lines += ["", "## Linear probe, beside its baselines", "", f"From `{card['probe']['report']}`:", "", "```", table, "```"] if table else []
     lines += ["", "## Loading", "", "```python", "import safetensors.torch, torch", loading, "```", ""]
     path = out / "MODEL_CARD.md"
     path.write_text("\n".join(lines))

@@ -112,3 +112,19 @@ def test_export_command__one_line_error_and_exit_code_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "model.width=32" in err
     assert cli_main(["export", str(run), "--format", "monai", "--out", str(tmp_path / "o")]) == 0
     assert "load it with" in capsys.readouterr().out
+
+
+def test_export__model_card_carries_the_probe_numbers_beside_their_baselines(tmp_path):
+    run = _run(tmp_path, "resnet18", 1, 16)
+    entry = {"mean": 0.8, "std": 0.01, "ci": [0.75, 0.85], "per_seed": [0.8]}
+    metrics = {"settings": {"knn_k": 20, "unit": "item"},
+               "methods": {"moco": {"1.0": {"accuracy": entry}},
+                           "random_init": {"1.0": {"accuracy": {**entry, "mean": 0.7, "ci": [0.65, 0.75]}}}}}
+    (run / "probe").mkdir()
+    (run / "probe" / "metrics.json").write_text(json.dumps(metrics))
+    export_run(run, "safetensors", tmp_path / "out")
+    card = json.loads((tmp_path / "out" / "model_card.json").read_text())
+    assert card["probe"]["accuracy"]["moco"]["1.0"] == {"mean": 0.8, "std": 0.01, "ci95": [0.75, 0.85]}
+    assert card["probe"]["accuracy"]["random_init"]["1.0"]["mean"] == 0.7
+    markdown = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "MoCo encoder (linear)" in markdown and "Random init (linear)" in markdown and "80.0 [75.0, 85.0]" in markdown

@@ -17,13 +17,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="safetensors", choices=["torchvision", "monai", "timm", "safetensors"],
                    help="the target (default safetensors: mocomri.models.create_encoder)")
     p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--probe", help="a `mocomri probe` output folder whose numbers go into the model card "
+                   "(default: RUN_DIR/probe when present)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mocomri.export import export_run
 
-    result = export_run(args.run_dir, args.format, args.out)
+    result = export_run(args.run_dir, args.format, args.out, probe=args.probe)
     print(f"wrote {result.weights} ({args.format}); it loads with strict=True and reproduces the run's features "
           f"(max |difference| {result.max_abs_difference:.2g}); model card {result.card}")
     print("load it with:\n" + result.loading)
