@@ -161,6 +161,7 @@ def build_manifest(
         decode: decode every file in the audit.
         load: the audit's decoder (e.g. a cache's ``get``, to fill it in the same pass).
         near_threshold: the near-duplicate threshold for 2D images, in bits of 64; None skips the pass.
+            Scans are compared with scans of the same modality only.
         near_threshold_3d: the same for NIfTI volumes (their 3D hash).
         keep_split_folders: keep the set's split folders even when near-duplicates cross them.
         progress: tqdm bars.
@@ -187,11 +188,15 @@ def build_manifest(
             try:
                 hashes.append(perceptual_hash(root / row.path))
                 hashed.append(row)
-                kinds.append("2d" if file_kind(root / row.path) == "image2d" else "3d")
+                # Compared within one dimensionality and one modality: a near-copy of a T1 is a T1,
+                # and hashes of different contrasts of similar anatomy are not evidence of a copy.
+                kinds.append(("2d" if file_kind(root / row.path) == "image2d" else "3d") + ":" + row.modality)
             except (DataError, OSError) as e:
                 unhashed.append((row.path, str(e)))
-        found = NearDuplicates.from_hashes(hashes, kinds=kinds, thresholds={"2d": near_threshold, "3d": near_threshold_3d})
-        threshold = ", ".join(f"{t} ({k.upper()})" for k, t in (("2d", near_threshold), ("3d", near_threshold_3d)) if k in kinds)
+        thresholds = {k: near_threshold if k.startswith("2d") else near_threshold_3d for k in set(kinds)}
+        found = NearDuplicates.from_hashes(hashes, kinds=kinds, thresholds=thresholds)
+        dims = {k.split(":")[0] for k in kinds}
+        threshold = ", ".join(f"{t} ({k.upper()})" for k, t in (("2d", near_threshold), ("3d", near_threshold_3d)) if k in dims)
         pseudo = _subjects_are_images(hashed)
         leaked = sum(1 for i, j, _ in found.pairs.tolist()
                      if hashed[i].split and hashed[j].split and hashed[i].split != hashed[j].split)
