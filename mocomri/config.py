@@ -91,7 +91,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
     channels_last: str = "auto"  # "auto" | "true" | "false"
-    keep_freed_memory: bool = True  # glibc keeps freed CPU memory for reuse (runtime.keep_freed_memory)
+    keep_freed_memory: bool = True  # the pretrain/demo/ablate commands keep freed CPU memory in the process (runtime.keep_freed_memory)
     deterministic: bool = False
     out_dir: str = "runs/default"
     checkpoint_every_steps: int = 200

@@ -25,5 +25,10 @@ def run(args: argparse.Namespace) -> int:
             done = (cell.run_dir / "cell.json").is_file()
             print(f"{'done ' if done else 'todo '} {cell.name}")
         return 0
+    from mocomri.config import load_config
+    from mocomri.train.runtime import keep_freed_memory
+
+    if load_config(spec.base).train.keep_freed_memory:
+        keep_freed_memory()  # process-wide: the command's choice (parallel cells inherit it)
     run_ablation(spec, parallel=args.parallel, only=args.only, tabulate=not args.no_table)
     return 0

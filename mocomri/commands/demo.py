@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
         print(built)
     cfg = load_config(config, [f"data.manifest={manifest}", f"train.out_dir={out / 'run'}", *args.overrides])
     print("[3/4] MoCo pretraining on the train split (labels unused)")
+    if cfg.train.keep_freed_memory:
+        from mocomri.train.runtime import keep_freed_memory
+
+        keep_freed_memory()  # process-wide: the command's choice
     pretrain(cfg)
     print("[4/4] linear probe on frozen features, per scan, against baselines")
     metrics = run_probe(

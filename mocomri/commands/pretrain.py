@@ -31,5 +31,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"train.out_dir={args.out}")
     cfg = load_config(args.config, overrides)
+    if cfg.train.keep_freed_memory:
+        # Process-wide (glibc mallopt): the command's choice, never a side effect of the library.
+        from mocomri.train.runtime import keep_freed_memory
+
+        keep_freed_memory()
     pretrain(cfg, resume=args.resume)
     return 0

@@ -37,7 +37,6 @@ from mocomri.train.monitors import alignment, embedding_spread, uniformity
 from mocomri.train.runtime import (
     Runtime,
     init_distributed,
-    keep_freed_memory,
     seed_everything,
     select_channels_last,
     select_device,
@@ -116,10 +115,6 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
     from mocomri.data.manifest import read_manifest
 
     rt = make_runtime(cfg)
-    if cfg.train.keep_freed_memory:
-        keep_freed_memory()
-    if cfg.moco.momentum_schedule not in MOMENTUM_SCHEDULES:
-        raise ValueError(f"moco.momentum_schedule={cfg.moco.momentum_schedule!r} must be one of {sorted(MOMENTUM_SCHEDULES)}")
     run_dir = Path(cfg.train.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed + rt.rank, cfg.train.deterministic)
