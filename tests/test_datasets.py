@@ -175,3 +175,22 @@ def test_build_pretrain_dataset__ixi_axial_slices(tmp_path):
     dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
     assert len(dataset) > 7 * 30  # many axial foreground slices per volume
     assert dataset[0]["image"].shape == (1, 72, 72)  # working side for 48-px views
+
+
+def test_build_pretrain_dataset__items_with_different_channel_counts_name_the_file(tmp_path, cfg):
+    rows = []
+    for i, mode in enumerate(("L", "L", "RGB")):
+        pixels = np.zeros((20, 20), dtype=np.uint8)
+        pixels[4:16, 4:16] = 120 + 20 * i
+        Image.fromarray(pixels).convert(mode).save(tmp_path / f"img{i}.png")
+        rows.append(ManifestRow(f"img{i}.png", f"s{i}", split="unlabeled"))
+    # Every 2D image becomes one channel, so mix in a 4D NIfTI kept with all its volumes instead.
+    import nibabel as nib
+
+    data = np.random.default_rng(0).normal(100, 10, (12, 12, 6, 2)).astype(np.float32)
+    data[3:9, 3:9, 1:5] += 100
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "two_volumes.nii.gz")
+    rows.append(ManifestRow("two_volumes.nii.gz", "s9", split="unlabeled"))
+    mixed = replace(cfg, cache_dir=str(tmp_path / "cache"), volume_index=None, min_foreground=0.0)
+    with pytest.raises(DataError, match=r"two_volumes\.nii\.gz: 2 channels, but .*img0\.png has 1"):
+        build_pretrain_dataset(Manifest(tmp_path, rows), mixed, AugmentConfig(), ["unlabeled"], progress=False)

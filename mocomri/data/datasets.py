@@ -255,6 +255,7 @@ class ViewPairDataset(_CachedDataset):
         family_id = {f: i for i, f in enumerate(self.families)}
         self._family = {row: family_id[f] for row, f in family_of.items()}
         self._flip = {s.row: lr_axis(s.kind, self.slice_axis) for s in self.scans}
+        self._source = {s.row: str(manifest.abspath(manifest.rows[s.row])) for s in self.scans}  # names items in errors
         if data_cfg.working_size > 0:
             self.working_side = data_cfg.working_size
         else:
@@ -277,7 +278,7 @@ class ViewPairDataset(_CachedDataset):
             sources = [f"{self.scans[k].array_path}:{s}:{self.slice_axis}" for k, s in self.items]
             self._working = build_working_array(
                 cache_dir, sources, lambda i: self.read(i)[1], len(self.items), self.working_side, self.spatial_dims,
-                progress, describe=lambda i: str(self.scans[self.items[i][0]].array_path),
+                progress, describe=lambda i: self._source[self.scans[self.items[i][0]].row],
             )
         return self._working
 
