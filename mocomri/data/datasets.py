@@ -154,6 +154,9 @@ def _cache_stacks(
             members = [contrasts[c] for c in data_cfg.channels]
             paths = [manifest.abspath(manifest.rows[i]) for i in members]
             kinds = {_row_kind(p, data_cfg.kind) for p in paths}
+            if len(kinds) > 1:
+                raise DataError(f"{name}: its contrasts are of different kinds ({', '.join(map(str, paths))}); "
+                                "data.channels stacks co-registered files of one kind")
             entry = cache.get_stack(paths, name)
         except DataError as e:
             if not (data_cfg.skip_bad or (missing and data_cfg.missing_contrast == "skip")):

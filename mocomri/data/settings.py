@@ -40,7 +40,7 @@ class DataConfig:
     num_workers: int = 2
     views_on: str = "device"  # where pretraining views are made: "device" (the training device) | "workers" (DataLoader workers, CPU runs)
     skip_bad: bool = False  # skip unreadable items (and report each) instead of failing
-    seed: int = 0  # added to torch.initial_seed() to seed augmentations when num_workers=0 (workers get their own)
+    seed: int = 0  # seeds the views of batches read without the pretraining sampler's item seeds
 
     def validate(self) -> None:
         """Raises ConfigError naming the first field with an impossible value."""

@@ -254,16 +254,3 @@ def build_eval_transform(spatial_dims: int, size: int | Sequence[int]) -> ArrayC
         NormalizeIntensity(),
         EnsureType(data_type="tensor", dtype=torch.float32, track_meta=False),
     ])
-
-
-def seed_for_worker(base_seed: int) -> int:
-    """A 32-bit seed for a transform in the current DataLoader worker (or the main process).
-
-    Inside a worker, PyTorch gives each worker of each epoch its own ``info.seed`` (drawn from
-    the main process's torch generator). In the main process (``num_workers=0``) it is
-    ``base_seed`` plus ``torch.initial_seed()``, so runs seeded with ``torch.manual_seed`` are
-    reproducible and DDP ranks seeded differently draw different augmentations.
-    """
-    info = torch.utils.data.get_worker_info()
-    seed = info.seed if info is not None else base_seed + torch.initial_seed()
-    return int(seed % (2**32))

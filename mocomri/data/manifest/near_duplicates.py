@@ -105,12 +105,10 @@ class NearDuplicates:
     """Near-duplicate groups of a list of scans.
 
     Attributes:
-        threshold: the largest Hamming distance (bits of 64) counted as a near-duplicate.
-        pairs: ``(i, j, distance)`` of every pair within it.
+        pairs: ``(i, j, distance)`` of every pair within its kind's threshold.
         group: the group (connected component) of every scan; singletons included.
     """
 
-    threshold: int
     pairs: np.ndarray
     group: np.ndarray
 
@@ -143,7 +141,7 @@ class NearDuplicates:
         n = len(hashes)
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         _, group = connected_components(graph, directed=False)
-        return cls(threshold, pairs, group)
+        return cls(pairs, group)
 
     def groups(self) -> list[list[int]]:
         """The groups of two or more scans, largest first."""
