@@ -1,0 +1,125 @@
+"""``mocomri peft train | compose | eval``: parameter-efficient modules on a frozen encoder, and their arithmetic."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _lambda(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", help="the base encoder: a pretraining run directory, an encoder.pt, or 'random'")
+    p.add_argument("--config", help="YAML config for the data settings and the architecture "
+                   "(default: the run's config.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set data.image_size=96 (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("peft", help="train LoRA/(IA)3 modules on a frozen encoder, compose and evaluate them",
+                              description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="peft_command", required=True)
+
+    t = sub.add_parser("train", help="train a module (and a linear head with --objective ce)")
+    _common(t)
+    t.add_argument("--manifest", required=True, help="labelled train rows (ce) or the pretraining splits (moco)")
+    t.add_argument("--kind", choices=["lora", "ia3"], default="lora")
+    t.add_argument("--targets", nargs="*", default=[], metavar="PATTERN",
+                   help="fnmatch patterns over module names, e.g. 'layer3.*.conv*' (default: per kind)")
+    t.add_argument("--rank", type=int, default=4, help="LoRA rank r (default 4)")
+    t.add_argument("--alpha", type=float, default=8.0, help="LoRA scale alpha; the update is alpha/r·BA (default 8)")
+    t.add_argument("--init", choices=["kaiming", "gaussian"], default="kaiming", help="LoRA's A initialisation")
+    t.add_argument("--init-seed", type=int, default=0, help="seed of LoRA's A (modules to compose share it)")
+    t.add_argument("--objective", choices=["ce", "moco"], default="ce")
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0, help="data order and head initialisation")
+    t.add_argument("--out", required=True, help="the module file to write (.safetensors)")
+    t.set_defaults(func=run_train)
+
+    c = sub.add_parser("compose", help="add, negate or take an analogy of modules; writes a module and a report")
+    _common(c)
+    op = c.add_mutually_exclusive_group(required=True)
+    op.add_argument("--add", nargs=2, metavar=("A", "B"), help="λ·A ⊕ (1-λ)·B")
+    op.add_argument("--negate", nargs=1, metavar="A", help="-A")
+    op.add_argument("--analogy", nargs=3, metavar=("SOURCE_CLS", "TARGET_SSL", "SOURCE_SSL"),
+                    help="λ·SOURCE_CLS ⊕ (1-λ)·(TARGET_SSL ⊖ SOURCE_SSL)")
+    c.add_argument("--lambda", dest="lam", type=_lambda, default=None,
+                   help="λ, or 'auto' (default) to choose it on the val rows of --val")
+    c.add_argument("--val", help="manifest whose labelled 'val' rows choose λ")
+    c.add_argument("--out", required=True, help="the module file to write")
+    c.set_defaults(func=run_compose)
+
+    e = sub.add_parser("eval", help="a module's task head on its merged encoder, with 95%% bootstrap CIs")
+    _common(e)
+    e.add_argument("module", help="a module file")
+    e.add_argument("--manifest", required=True)
+    e.add_argument("--split", default="test", choices=["test", "val", "train"])
+    e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    e.add_argument("--out", help="also write the metrics as JSON here")
+    e.set_defaults(func=run_eval)
+
+
+def _config(args: argparse.Namespace):
+    from pathlib import Path
+
+    from mocomri.config import load_config
+
+    path = args.config
+    if path is None and args.encoder and args.encoder != "random":
+        encoder = Path(args.encoder)
+        candidate = (encoder if encoder.is_dir() else encoder.parent) / "config.yaml"
+        path = candidate if candidate.is_file() else None
+    return load_config(path, args.set) if (path or args.set) else None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mocomri.peft import PEMSpec, save_pem
+    from mocomri.peft.train import TrainOptions, train_module
+
+    spec = PEMSpec(args.kind, tuple(args.targets), rank=args.rank, alpha=args.alpha, init=args.init, seed=args.init_seed)
+    options = TrainOptions(objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           seed=args.seed, device=args.device)
+    pem = train_module(args.encoder or "random", args.manifest, spec, _config(args), options)
+    path = save_pem(pem, args.out)
+    print(f"wrote {path}: {pem.spec.kind} on {len(pem.layers)} layers, objective {args.objective}, "
+          f"{sum(t.numel() for t in pem.tensors.values())} module parameters")
+    return 0
+
+
+def run_compose(args: argparse.Namespace) -> int:
+    from mocomri.peft.compose import compose_files
+
+    operation, modules = next((name, getattr(args, name)) for name in ("add", "negate", "analogy") if getattr(args, name))
+    result = compose_files(operation, modules, args.out, lam=args.lam, encoder=args.encoder,
+                           val_manifest=args.val, config=_config(args), device=args.device)
+    chosen = "" if result.lam is None else f" with λ={result.lam:g}" + (" (chosen on val)" if result.curve else "")
+    print(f"wrote {result.module}{chosen}; report {result.report}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from mocomri.files import atomic_write
+    from mocomri.peft.evaluate import evaluate_file
+
+    if not args.encoder:
+        raise SystemExit("mocomri peft eval: --encoder is required")
+    result = evaluate_file(args.module, args.encoder, args.manifest, split=args.split, config=_config(args),
+                           n_boot=args.n_boot, device=args.device)
+    for name, m in result["metrics"].items():
+        if isinstance(m, dict):
+            print(f"{name:18s} {m['value']:.4f}  95% CI [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+    if args.out:
+        atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    return 0

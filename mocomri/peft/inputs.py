@@ -1,0 +1,89 @@
+"""What module training, composition and evaluation read: the base encoder and labelled items."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mocomri.config import Config
+from mocomri.errors import DataError
+
+
+@dataclass
+class Base:
+    """The base encoder, its feature width F, and the resolved config (architecture and data)."""
+
+    encoder: nn.Module
+    feature_dim: int
+    config: Config
+    source: Any  # mocomri.eval.features.EncoderSource
+
+
+def load_base(encoder: str | Path, config: Config | None = None, seed: int = 0) -> Base:
+    """The base encoder from a run directory, an ``encoder.pt`` or ``random`` (seeded), in eval mode.
+
+    The config is ``config`` when given, else the run's ``config.yaml``, else the defaults.
+    """
+    from mocomri.eval.features import load_encoder_source
+    from mocomri.models import create_encoder
+
+    source = load_encoder_source(encoder, config.model if config else None)
+    cfg = config or source.run_config or Config()
+    backbone = source.build(seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        _, feature_dim = create_encoder(cfg.model.name, cfg.model.in_channels, width=1)  # F scales with width
+    return Base(backbone.eval(), feature_dim * cfg.model.width, cfg, source)
+
+
+@dataclass
+class LabelledItems:
+    """The labelled items of one split, in dataset order.
+
+    Shape:
+        labels, subjects: (N,)
+    """
+
+    dataset: Any
+    labels: np.ndarray  # index into label_names
+    subjects: np.ndarray
+    label_names: tuple[str, ...]
+
+
+def labelled_items(manifest: str | Path, config: Config, split: str,
+                   label_names: tuple[str, ...] | None = None) -> LabelledItems:
+    """The labelled rows of ``split`` as an evaluation dataset (deterministic inputs).
+
+    Args:
+        manifest: the manifest CSV.
+        config: its ``data`` section decides the inputs.
+        split: ``train``, ``val`` or ``test``.
+        label_names: the classes, in head order; None takes the sorted labels of ``split``.
+
+    Raises:
+        DataError: no labelled rows in ``split``, or a label that is not in ``label_names``.
+    """
+    import dataclasses
+
+    from mocomri.data.datasets import build_eval_dataset
+    from mocomri.data.manifest import read_manifest
+
+    full = read_manifest(manifest)
+    rows = [r for r in full.rows if r.label and r.split == split]
+    if not rows:
+        raise DataError(f"{manifest}: no labelled '{split}' rows")
+    names = tuple(label_names) if label_names is not None else tuple(sorted({r.label for r in rows}))
+    unknown = sorted({r.label for r in rows} - set(names))
+    if unknown:
+        raise DataError(f"{manifest}: '{split}' label(s) {', '.join(unknown)} are not among the head's "
+                        f"classes {', '.join(names)}")
+    data_cfg = dataclasses.replace(config.data, manifest=str(manifest))
+    dataset = build_eval_dataset(full.replace_rows(rows), data_cfg, [split])
+    item_rows = np.asarray(dataset.item_rows, dtype=int)
+    index = {name: i for i, name in enumerate(names)}
+    return LabelledItems(dataset, np.array([index[rows[i].label] for i in item_rows]),
+                         np.array([rows[i].subject for i in item_rows]), names)

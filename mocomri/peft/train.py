@@ -1,0 +1,161 @@
+"""Training a module on a frozen encoder: cross-entropy with a linear head, or the MoCo objective.
+
+Only the module's parameters (and the head's, or MoCo's projector's) are optimised; the base
+encoder is frozen and its BatchNorm layers stay in eval mode (see :class:`PEMEncoder`).
+
+- ``ce``: the labelled ``train`` rows, deterministic inputs, a linear head on the pooled
+  features beside the module; the head is stored in the module file.
+- ``moco``: the unlabelled pretraining splits, the project's MoCo module and training step
+  (:func:`mocomri.train.step.train_step`) with the module on the query encoder and the key
+  encoder as its momentum copy. Frozen BatchNorm has no batch statistics to leak the positive,
+  so no shuffling-BN is needed. The projector is not stored: it is no task head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mocomri.config import Config
+from mocomri.files import file_digest
+from mocomri.peft.encoder import PEMEncoder
+from mocomri.peft.inputs import load_base, labelled_items
+from mocomri.peft.module_file import PEM, Head
+from mocomri.peft.spec import PEMSpec, default_targets
+
+OBJECTIVES = ("ce", "moco")
+
+
+@dataclass
+class TrainOptions:
+    """Optimisation settings of :func:`train_module`."""
+
+    objective: str = "ce"  # "ce" | "moco"
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.99  # m of the key encoder (moco)
+    seed: int = 0  # data order and head init; the module's init seed is PEMSpec.seed
+    device: str = "auto"
+
+
+def train_module(encoder: str | Path, manifest: str | Path, spec: PEMSpec, config: Config | None = None,
+                 options: TrainOptions | None = None) -> PEM:
+    """Trains a module (and, for ``ce``, its head) on ``encoder`` frozen.
+
+    Args:
+        encoder: a pretraining run directory, an ``encoder.pt`` or ``random``.
+        manifest: the manifest: its labelled ``train`` rows (``ce``) or its pretraining splits (``moco``).
+        spec: kind, targets (empty: :func:`default_targets`), rank, alpha, init, seed.
+        config: data settings and architecture; default: the run's config.
+        options: objective, steps, batch size, learning rate, device.
+
+    Returns:
+        The module, with its provenance (objective, manifest and its SHA-1, label names, options).
+
+    Raises:
+        ValueError: an unknown objective or a bad target.
+        DataError: the manifest has nothing to train on.
+    """
+    from mocomri.eval.features import resolve_device
+
+    options = options or TrainOptions()
+    if options.objective not in OBJECTIVES:
+        raise ValueError(f"objective={options.objective!r} must be one of {OBJECTIVES}")
+    base = load_base(encoder, config)
+    if not spec.targets:
+        spec = PEMSpec(**{**asdict(spec), "targets": default_targets(base.encoder, spec.kind)})
+    device = resolve_device(options.device)
+    wrapped = PEMEncoder(base.encoder, spec).to(device)
+    torch.manual_seed(options.seed)
+    heads: list[Head] = []
+    if options.objective == "ce":
+        heads.append(_train_ce(wrapped, base.feature_dim, manifest, base.config, options, device))
+    else:
+        _train_moco(wrapped, base.feature_dim, manifest, base.config, options, device)
+    model = base.config.model
+    return wrapped.cpu().to_pem(model.name, model.in_channels, model.width, heads, {
+        "operation": "train",
+        "objective": options.objective,
+        "manifest": str(manifest),
+        "manifest_sha1": file_digest(manifest),
+        "labels": list(heads[0].labels) if heads else None,
+        "encoder": base.source.provenance(),
+        "options": asdict(options),
+    })
+
+
+def _batches(dataset, batch_size: int, seed: int, collate=None):
+    """Endless shuffled batches (the step budget, not epochs, ends training)."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    sampler = RandomSampler(dataset, replacement=True, num_samples=1 << 30,
+                            generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate)
+    return iter(loader)
+
+
+def _train_ce(wrapped: PEMEncoder, feature_dim: int, manifest: str | Path, config: Config,
+              options: TrainOptions, device: torch.device) -> Head:
+    items = labelled_items(manifest, config, "train")
+    labels = torch.as_tensor(items.labels)
+    head = nn.Linear(feature_dim, len(items.label_names)).to(device)
+    optimizer = torch.optim.AdamW([*wrapped.trainable_parameters(), *head.parameters()],
+                                  lr=options.lr, weight_decay=options.weight_decay)
+    indexed = _Indexed(items.dataset)
+    batches = _batches(indexed, min(options.batch_size, len(indexed)), options.seed)
+    wrapped.train()
+    for _ in range(options.steps):
+        index, images = next(batches)  # images: (B, C, *S)
+        logits = head(wrapped(images.to(device)))  # (B, K)
+        loss = F.cross_entropy(logits, labels[index].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    wrapped.eval()
+    return Head(items.label_names, head.weight.detach().cpu(), head.bias.detach().cpu())
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """(index, image) pairs of an evaluation dataset, so a batch finds its labels."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]["image"]
+
+
+def _train_moco(wrapped: PEMEncoder, feature_dim: int, manifest: str | Path, config: Config,
+                options: TrainOptions, device: torch.device) -> None:
+    from mocomri.data.datasets import build_pretrain_dataset
+    from mocomri.data.manifest import read_manifest
+    from mocomri.models import MoCo
+    from mocomri.train.step import train_step
+
+    dataset = build_pretrain_dataset(read_manifest(manifest), config.data, config.augment, config.data.pretrain_splits)
+    batch_size = min(options.batch_size, len(dataset))
+    moco = MoCo(wrapped, feature_dim, proj_dim=config.moco.proj_dim, proj_hidden_dim=config.moco.proj_hidden_dim,
+                # fewer negatives than items: a query's own earlier keys must not fill the queue
+                queue_size=max(1, min(config.moco.queue_size, len(dataset) - batch_size)),
+                temperature=config.moco.temperature, shuffle_bn="none").to(device)
+    trainable = [p for p in moco.parameters() if p.requires_grad]  # the module and the projector
+    optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    batches = _batches(dataset, batch_size, options.seed, collate=dataset.collate)
+    moco.train()
+    for _ in range(options.steps):
+        batch = next(batches)
+        view_q, view_k = dataset.make_views(batch, device)  # (B, C, *S) each
+        train_step(moco, optimizer, scaler, view_q, view_k, batch["subject"].to(device),
+                   lr=options.lr, momentum=options.momentum, autocast=contextlib.nullcontext)
+    wrapped.eval()
