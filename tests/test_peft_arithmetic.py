@@ -136,3 +136,13 @@ def test_compose__different_init_seed_is_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         add(_pem("lora", 1), _pem("lora", 2), 0.5)
+
+
+def test_choose_lambda__takes_the_first_best_point_of_the_grid_and_returns_the_curve() -> None:
+    from mocomri.peft.compose import choose_lambda
+
+    lam, curve = choose_lambda(lambda x: -abs(x - 0.3) if x != 0.9 else -abs(0.3 - 0.3), grid=(0.0, 0.3, 0.6, 0.9))
+    assert lam == 0.3 and [p["lambda"] for p in curve] == [0.0, 0.3, 0.6, 0.9]
+    assert curve[1]["score"] == curve[3]["score"] == 0.0
+    with pytest.raises(ValueError, match="grid is empty"):
+        choose_lambda(lambda x: x, grid=())

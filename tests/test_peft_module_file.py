@@ -47,3 +47,15 @@ def test_module_file__another_file_is_an_error_naming_it(tmp_path: Path) -> None
     bad.write_bytes(b"not a module")
     with pytest.raises(PEMError, match="bad.safetensors"):
         load_pem(bad)
+
+
+def test_save_merged__writes_a_plain_state_dict_that_reproduces_the_module(tmp_path: Path) -> None:
+    from mocomri.peft import save_merged
+
+    pem = _pem("ia3", 2)
+    path = save_merged(pem, _encoder(), tmp_path / "encoder.pt")
+    plain = _encoder(seed=7)
+    plain.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x), PEMEncoder.from_pem(pem, _encoder()).eval()(x), atol=1e-5, rtol=1e-4)

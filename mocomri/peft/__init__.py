@@ -9,6 +9,7 @@ from mocomri.peft.arithmetic import add, analogy, check_compatible, combine, neg
 from mocomri.peft.encoder import PEMEncoder, resolve_targets
 from mocomri.peft.ia3 import IA3
 from mocomri.peft.lora import LoRA
+from mocomri.peft.merge import merged_encoder, save_merged
 from mocomri.peft.module_file import PEM, BaseEncoder, Head, load_pem, save_pem, state_dict_digest
 from mocomri.peft.spec import KINDS, PEMError, PEMSpec, default_targets
 
@@ -28,8 +29,10 @@ __all__ = [
     "combine",
     "default_targets",
     "load_pem",
+    "merged_encoder",
     "negate",
     "resolve_targets",
+    "save_merged",
     "save_pem",
     "state_dict_digest",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mocomri.config import Config
-from mocomri.peft.encoder import PEMEncoder
+from mocomri.peft.merge import merged_encoder
 from mocomri.peft.inputs import Base, LabelledItems, labelled_items, load_base
 from mocomri.peft.module_file import PEM, Head
 from mocomri.peft.spec import PEMError
@@ -39,11 +39,9 @@ def predict(pem: PEM, base: Base, head: Head, items: LabelledItems, batch_size: 
     Shape:
         returns: (N, K) in the order of ``head.labels``
     """
-    import copy
-
     from mocomri.eval.features import extract_features
 
-    merged = PEMEncoder.from_pem(pem, copy.deepcopy(base.encoder)).merged()
+    merged = merged_encoder(pem, base.encoder)
     features = torch.from_numpy(extract_features(merged, items.dataset, batch_size=batch_size, device=device))  # (N, F)
     logits = features @ head.weight.T.float() + head.bias.float()  # (N, K)
     return torch.softmax(logits, dim=1).numpy()
