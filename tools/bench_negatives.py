@@ -11,7 +11,7 @@ For each queue size K, forward and backward of the loss of B queries against K n
 - ``in-place`` (mocomri's): one (B, K) buffer masked, exponentiated and kept in place; the
   backward pass is one matmul and a per-row scale.
 
-With ``--masking``, subjects repeat as in ``mocomri bench`` (8 images per subject, in the batch and
+With ``--masking``, subjects repeat as in the benchmark suite (``benchmarks/``) (8 images per subject, in the batch and
 in the queue) and same-subject negatives are masked. Times are medians of ``--rounds`` round-robin
 timings in one process, with freed memory kept (``mocomri.train.runtime.keep_freed_memory``).
 
@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from mocomri.bench.timing import paired_ratio, time_interleaved
-from mocomri.losses import InfoNCEOutput, info_nce
-from mocomri.train.runtime import keep_freed_memory
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/ is not installed
+
+from benchmarks.timing import paired_ratio, time_interleaved  # noqa: E402
+from mocomri.losses import InfoNCEOutput, info_nce  # noqa: E402
+from mocomri.train.runtime import keep_freed_memory  # noqa: E402
 
 
 class _NegativesLogSumExp(torch.autograd.Function):

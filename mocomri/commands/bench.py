@@ -1,67 +1,51 @@
-"""``mocomri bench``: MoCo step throughput, memory, FLOP/s vs the matmul roofline, queue cost, loader."""
+"""``mocomri bench``: how fast a config trains on this machine (step and loop images/s, peak memory)."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
         "bench",
-        help="benchmark the MoCo training step (throughput, memory, FLOP/s, queue cost, loader)",
-        description="Times the MoCo training step of 2D and 3D ResNets in fp32, bf16, channels-last "
-        "and torch.compile against a plain fp32 MoCo v2 step, sweeps the queue size, measures the "
-        "matmul roofline and the data loader; prints markdown tables and writes the results as JSON. "
-        "See BENCHMARKS.md.",
+        help="how fast a config trains here: step and loop images/s, peak memory",
+        description="Builds the dataset, model and optimiser of a pretraining config and times its "
+        "training step alone and fed by the data loader, as in training; writes nothing to the run "
+        "directory. The full benchmark suite is benchmarks/ in the repository (BENCHMARKS.md).",
     )
-    parser.add_argument("--quick", action="store_true", help="a subset that runs in a few minutes on 2 CPU cores")
-    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes, for the tests
-    parser.add_argument("--out", help="write the results as JSON to this file")
-    parser.add_argument("--markdown", help="also write the tables as markdown to this file")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: the CPU, and CUDA when present (default)")
-    parser.add_argument("--no-loader", action="store_true", help="skip the data-loader measurement")
-    parser.add_argument("--compile", action="store_true",
-                        help="add torch.compile variants on the CPU too (compiling takes many minutes on 2 cores)")
-    parser.set_defaults(func=run)
+    p.add_argument("--config", required=True, help="YAML config (see configs/)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of each measurement (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each (default 3)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to this file")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
-    import sys
     from pathlib import Path
 
-    import torch
+    from mocomri.config import load_config
+    from mocomri.errors import ConfigError
+    from mocomri.train.speed import measure_speed
 
-    from mocomri.bench import run_benchmarks
-    from mocomri.bench.report import render
+    if args.steps < 1 or args.warmup < 1:
+        raise ConfigError(f"--steps={args.steps} and --warmup={args.warmup} must be at least 1")
+    cfg = load_config(args.config, list(args.overrides))
+    if cfg.train.keep_freed_memory:
+        # Process-wide (glibc mallopt), as `mocomri pretrain` does: the command's choice.
+        from mocomri.train.runtime import keep_freed_memory
 
-    if args.quick and args.tiny:
-        print("mocomri bench: error: --quick and --tiny exclude each other", file=sys.stderr)
-        return 2
-    plan = "tiny" if args.tiny else "quick" if args.quick else "full"
-    devices = None if args.device == "auto" else [args.device]
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("mocomri bench: error: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    results = run_benchmarks(plan, devices, log=log, loader=not args.no_loader, compile=True if args.compile else None)
-    flags = [f"--{plan}"] if plan != "full" else []
-    flags += [f"--device {args.device}"] if args.device != "auto" else []
-    flags += ["--no-loader"] if args.no_loader else []
-    flags += ["--compile"] if args.compile else []
-    flags += [f"--out {args.out}"] if args.out else []
-    results["command"] = " ".join(["mocomri bench", *flags])
-    text = render(results)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.out}", file=sys.stderr)
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
+        keep_freed_memory()
+    s = measure_speed(cfg, steps=args.steps, warmup=args.warmup)
+    layout = ", channels-last" if s.channels_last else ""
+    print(f"{cfg.model.name} (width {cfg.model.width}), batch {s.batch_size}, K={cfg.moco.queue_size}, "
+          f"{s.items} items on {s.device} ({s.precision}{layout}), {s.steps} timed steps each")
+    print(f"  training step alone  {s.step_images_per_s:8.1f} images/s")
+    print(f"  training loop        {s.loop_images_per_s:8.1f} images/s  ({100 * s.data_wait_frac:.0f}% waiting for data)")
+    print(f"  peak memory          {s.peak_memory_mb:8.0f} MiB  ({s.memory_kind})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"config": args.config, **dataclasses.asdict(s)}, indent=2))
     return 0

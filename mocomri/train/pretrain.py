@@ -88,6 +88,33 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     raise ValueError(f"optim.name={cfg.optim.name!r} must be 'sgd' or 'adamw'")
 
 
+def build_loader(dataset, cfg: Config, rt: Runtime) -> tuple[DataLoader, ResumableSampler]:
+    """The loader a training run reads batches from, and its resumable sampler.
+
+    Raises:
+        MocomriError: ``data.views_on=workers`` on a device other than the CPU.
+    """
+    dataset.views_in_workers = cfg.data.num_workers > 0 and cfg.data.views_on == "workers"
+    if dataset.views_in_workers and rt.device.type != "cpu":
+        raise MocomriError(f"data.views_on=workers needs a CPU run; on {rt.device} the views are made on the device")
+    sampler = ResumableSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, rt.rank, rt.world_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        collate_fn=dataset.collate,
+        pin_memory=rt.device.type == "cuda",
+        drop_last=True,
+        prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+        persistent_workers=cfg.data.num_workers > 0,  # no re-spawn of the workers at every epoch
+        # A private generator: creating an iterator would otherwise draw from the global torch
+        # RNG, which a resumed run (one extra iterator) would then replay differently.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    return loader, sampler
+
+
 def make_runtime(cfg: Config) -> Runtime:
     rank, world_size, local_rank = init_distributed()
     device = select_device(cfg.train.device, local_rank)
@@ -131,25 +158,7 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
             "image (from earlier epochs) sit in the queue as negatives",
             stacklevel=2,
         )
-    on_cpu = rt.device.type == "cpu"
-    dataset.views_in_workers = cfg.data.num_workers > 0 and cfg.data.views_on == "workers"
-    if dataset.views_in_workers and not on_cpu:
-        raise MocomriError(f"data.views_on=workers needs a CPU run; on {rt.device} the views are made on the device")
-    sampler = ResumableSampler(n_items, cfg.train.batch_size, cfg.train.seed, rt.rank, rt.world_size)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        collate_fn=dataset.collate,
-        pin_memory=rt.device.type == "cuda",
-        drop_last=True,
-        prefetch_factor=4 if cfg.data.num_workers > 0 else None,
-        persistent_workers=cfg.data.num_workers > 0,  # no re-spawn (about 1.5 s) at every epoch
-        # A private generator: creating an iterator would otherwise draw from the global torch
-        # RNG, which a resumed run (one extra iterator) would then replay differently.
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-    )
+    loader, sampler = build_loader(dataset, cfg, rt)
     steps_per_epoch = sampler.batches_per_epoch
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
 

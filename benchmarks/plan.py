@@ -1,4 +1,4 @@
-"""What ``mocomri bench`` measures: the cases, variants, queue sizes and repetitions of a run.
+"""What the benchmark suite (``python -m benchmarks.run``) measures: the cases, variants, queue sizes and repetitions of a run.
 
 Three plans per device: ``full`` (the issue's matrix, about 15 minutes on 2 CPU cores),
 ``quick`` (the headline comparison, the FLOP target and a 3-point queue sweep, a few minutes)
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mocomri.bench.loader import LoaderPlan
+from benchmarks.loader import LoaderPlan
 
 PLANS = ("full", "quick", "tiny")
 

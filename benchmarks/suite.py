@@ -1,8 +1,8 @@
-"""Runs a :class:`~mocomri.bench.plan.Plan` on one device and returns its results as a dict.
+"""Runs a :class:`~benchmarks.plan.Plan` on one device and returns its results as a dict.
 
 The order: the matmul roofline; every case with its variants timed side by side (peak memory
 and FLOPs on the way); on the CPU, the headline case again across processes
-(:mod:`mocomri.bench.processes`); the queue sweep; the before/after timings of the step's
+(:mod:`benchmarks.processes`); the queue sweep; the before/after timings of the step's
 parts; the roofline again (the better of the two is kept); the data loader. A variant that
 cannot run here (``torch.compile`` without a working compiler, bf16 on a CPU without native
 bf16) is recorded as ``"not supported: <reason>"``, never raised.
@@ -19,15 +19,15 @@ from collections.abc import Callable
 
 import torch
 
-from mocomri.bench import components
-from mocomri.bench.flops import count_flops
-from mocomri.bench.loader import loader_benchmark
-from mocomri.bench.memory import PeakMemory
-from mocomri.bench.plan import Case, Plan
-from mocomri.bench.processes import compare_in_processes
-from mocomri.bench.roofline import matmul_flops_per_s
-from mocomri.bench.step import StepSpec, TrainStep, default_spec
-from mocomri.bench.timing import paired_ratio, summary, time_interleaved
+from benchmarks import components
+from benchmarks.flops import count_flops
+from benchmarks.loader import loader_benchmark
+from benchmarks.memory import PeakMemory
+from benchmarks.plan import Case, Plan
+from benchmarks.processes import compare_in_processes
+from benchmarks.roofline import matmul_flops_per_s
+from benchmarks.step import StepSpec, TrainStep, default_spec
+from benchmarks.timing import paired_ratio, summary, time_interleaved
 from mocomri.train.runtime import cpu_supports_bf16, keep_freed_memory
 
 Log = Callable[[str], None]
@@ -38,7 +38,7 @@ def run_device(plan: Plan, device: torch.device, log: Log = print) -> dict:
 
     Returns:
         ``{"device", "plan", "default", "roofline", "steps", "headline", "flop_target", "queue",
-        "components", "loader"}``; see :mod:`mocomri.bench.report` for how each is read.
+        "components", "loader"}``; see :mod:`benchmarks.report` for how each is read.
     """
     started = time.perf_counter()
     default = default_spec(str(device))
@@ -410,7 +410,7 @@ def run_benchmarks(
     """Runs the named plan on each device (default: the CPU, and CUDA when present).
 
     Args:
-        plan: ``full``, ``quick`` or ``tiny`` (see :mod:`mocomri.bench.plan`).
+        plan: ``full``, ``quick`` or ``tiny`` (see :mod:`benchmarks.plan`).
         devices: e.g. ``["cpu", "cuda"]``.
         log: where progress lines go.
         loader: measure the data loader (when the plan has it).
@@ -423,9 +423,9 @@ def run_benchmarks(
     Raises:
         ValueError: for an unknown plan, or CUDA asked for where there is none.
     """
-    from mocomri.bench.machine import describe_machine
-    from mocomri.bench.memory import cpu_method
-    from mocomri.bench.plan import make_plan
+    from benchmarks.machine import describe_machine
+    from benchmarks.memory import cpu_method
+    from benchmarks.plan import make_plan
 
     if devices is None:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

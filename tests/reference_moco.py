@@ -1,4 +1,5 @@
-"""A plain MoCo v2 step, written as the original code writes it: the baseline of ``mocomri bench``.
+"""A plain MoCo v2 step, written as the original code writes it: the baseline of the benchmarks
+(``benchmarks/``) and an oracle of the tests.
 
 This is the formulation the issue names as the reference and that most MoCo v2 code still
 uses: contiguous fp32 tensors, no autocast, a Python loop over the parameters for the momentum
@@ -13,7 +14,7 @@ batch, with the demo's ``SplitBatchNorm`` (one ``batch_norm`` call on the batch 
 count are those of the fast step, so the two compare formulations, not networks.
 
 It is deliberately not optimised. It is also an independent check of :class:`mocomri.models.MoCo`:
-with the same weights, inputs and random state, the two give the same loss (``tests/test_bench.py``).
+with the same weights, inputs and random state, the two give the same loss (``tests/test_benchmarks.py``).
 """
 
 from __future__ import annotations

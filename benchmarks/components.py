@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mocomri.bench.timing import paired_ratio, summary, time_interleaved
+from benchmarks.timing import paired_ratio, summary, time_interleaved
 from mocomri.losses import info_nce
 from mocomri.models import KeyQueue, create_encoder, momentum_update
 
@@ -139,7 +139,7 @@ def host_sync_cost(step, rounds: int) -> dict | None:
     where every op has finished when it returns and a sync costs nothing).
 
     Args:
-        step: a warmed-up :class:`~mocomri.bench.step.TrainStep`.
+        step: a warmed-up :class:`~benchmarks.step.TrainStep`.
     """
     if step.device.type != "cuda":
         return None

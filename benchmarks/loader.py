@@ -44,7 +44,7 @@ def loader_benchmark(plan: LoaderPlan, device: torch.device, step=None) -> dict:
     Args:
         plan: the cohort and loader sizes.
         device: where batches go (``pin_memory`` is on for CUDA, as in training).
-        step: a warmed-up :class:`~mocomri.bench.step.TrainStep` whose image size matches the
+        step: a warmed-up :class:`~benchmarks.step.TrainStep` whose image size matches the
             plan, to feed from the loader at its own batch size; None skips that part.
 
     Returns:

@@ -1,6 +1,6 @@
-"""Markdown tables from the results of :func:`mocomri.bench.run_benchmarks`.
+"""Markdown tables from the results of :func:`benchmarks.run_benchmarks`.
 
-:func:`render` gives the whole report (what ``mocomri bench`` prints); :func:`sections` gives
+:func:`render` gives the whole report (what ``python -m benchmarks.run`` prints); :func:`sections` gives
 it per heading (``Training step``, ``Queue cost``, ``Roofline``, ``GPU``), the pieces that
 ``BENCHMARKS.md`` is assembled from. "images/s" counts training images, i.e. pairs of views:
 each costs a query forward and backward and a key forward.
@@ -36,14 +36,14 @@ def sections(results: dict) -> dict[str, str]:
             for r in gpu
         )
     else:
-        out["GPU"] = "No CUDA device in this run; on a machine with one, `mocomri bench` adds these tables for it."
+        out["GPU"] = "No CUDA device in this run; on a machine with one, `python -m benchmarks.run` adds these tables for it."
     return out
 
 
 def _machine(results: dict) -> str:
     m = results["machine"]
     return (
-        f"# mocomri bench ({results['plan']})\n\n"
+        f"# mocomri benchmarks ({results['plan']})\n\n"
         f"- CPU: {m['cpu']}, {m['cpu_cores']} cores, {m['torch_threads']} torch threads, "
         f"native bf16: {'yes' if m['cpu_native_bf16'] else 'no'}, {m['memory_gib']:.0f} GiB\n"
         f"- CUDA: {m['cuda'] or 'none'}\n"

@@ -5,7 +5,7 @@
 through the grad scaler, SGD with momentum and weight decay, the on-device NaN check; no host
 sync except the scaler's inf check in fp16) on fixed random inputs, so that the data loader is
 not part of the measurement. With ``formulation="reference"`` it runs
-:mod:`mocomri.bench.reference` instead.
+:mod:`tests.reference_moco` instead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mocomri.bench.reference import ReferenceMoCo, colab_split_bn, reference_train_step
+from tests.reference_moco import ReferenceMoCo, colab_split_bn, reference_train_step
 from mocomri.models import MoCo, create_encoder, spatial_dims_of
 from mocomri.train.step import train_step
 

@@ -9,7 +9,8 @@ processes, alternating (reference, default, reference, default, ...) so that bot
 spells of load, each timing its step for a few rounds. The ratio is the median over the pairs of
 the per-pair ratio of median step times. Page faults per step are read from ``getrusage``.
 
-The child is this module: ``python -m mocomri.bench.processes SPEC_JSON ROUNDS CALLS KEEP``.
+The child is this module: ``python -m benchmarks.processes SPEC_JSON ROUNDS CALLS KEEP``,
+run from the repository root.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from mocomri.bench.step import StepSpec, TrainStep
+from benchmarks.step import StepSpec, TrainStep
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository root: where ``benchmarks`` and ``tests`` import from
 
 
 def compare_in_processes(
@@ -64,9 +68,9 @@ def compare_in_processes(
 
 
 def _run_child(spec: StepSpec, rounds: int, calls: int, keep: bool) -> dict:
-    cmd = [sys.executable, "-m", "mocomri.bench.processes", json.dumps(dataclasses.asdict(spec)),
+    cmd = [sys.executable, "-m", "benchmarks.processes", json.dumps(dataclasses.asdict(spec)),
            str(rounds), str(calls), "keep" if keep else "plain"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({' '.join(cmd[:3])} ...): {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
