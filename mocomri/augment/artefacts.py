@@ -51,7 +51,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     """Z-scores each item over all its values (population std; a zero std divides by 1)."""
     flat = x.flatten(1)
     # Mean and mean square in float64 (exact enough for the std of a [0, 1] view); on the CPU
-    # two plain reductions are about 20x faster than torch.std_mean (BENCHMARKS.md).
+    # two plain reductions are much faster than torch.std_mean (figures in BENCHMARKS.md).
     mean = flat.mean(1, dtype=torch.float64)
     var = ((flat * flat).mean(1, dtype=torch.float64) - mean * mean).clamp_min(0)
     std = var.sqrt()

@@ -65,7 +65,7 @@ class ArrayCompose(Compose):
     """A ``Compose`` that runs on plain tensors, with MONAI's metadata tracking off.
 
     Views need no affine or applied-operations history, and tracking them (``MetaTensor``) makes
-    a 64x64 view about three times slower. The global switch is restored after each call.
+    a view several times slower (BENCHMARKS.md). The global switch is restored after each call.
     """
 
     def __call__(self, *args, **kwargs):
@@ -80,9 +80,9 @@ class ArrayCompose(Compose):
         """Seeds one random stream that every random step of the view draws from in turn.
 
         MONAI's ``Compose`` gives each step its own ``RandomState``, built from a seed drawn from
-        the composer's. Building a dozen of them costs about 2 ms, and the pretraining sampler
-        seeds every item, so that was a fifth of the time of making a pair of views
-        (BENCHMARKS.md). Here the steps share the composer's stream, which a new seed re-seeds in
+        the composer's. Building a dozen of them is slow, and the pretraining sampler seeds every
+        item, so that was a sizeable share of the time of making a pair of views (figures in
+        BENCHMARKS.md). Here the steps share the composer's stream, which a new seed re-seeds in
         place; the views stay a pure function of the seed.
         """
         if state is None and seed is not None and getattr(self, "_shared", False):

@@ -27,7 +27,7 @@ class _SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
     ``i % G``): one native call, but a view only of contiguous NCHW memory, so every layer of a
     channels-last network pays two layout conversions per pass. Each block of a channels-last
     batch is itself channels-last, and the native kernel normalises it in place of layout
-    (``mocomri bench``, BENCHMARKS.md: the step is faster this way, and channels-last pays).
+    (the step is faster this way, and channels-last pays: BENCHMARKS.md).
     """
 
     def __init__(self, num_features: int, num_splits: int, **kwargs) -> None:

@@ -84,11 +84,9 @@ def select_precision(name: str, device: torch.device, spatial_dims: int = 2) -> 
 def select_channels_last(setting: str, device: torch.device, spatial_dims: int) -> bool:
     """``auto``: channels-last for 2D convolutions (CPU and CUDA), the default layout for 3D.
 
-    Measured with ``mocomri bench --quick`` (BENCHMARKS.md) on a 2-core AMD EPYC (AVX2, fp32):
-    the 2D MoCo step is 1.2-1.4x faster in channels-last (ResNet-18 at 64 and 128 px), while the
-    3D ResNet-18 step read 0.88-0.94x at 64³ batch 2 and 1.06-1.08x at 64³ batch 4 and 96³: no
-    consistent gain, so 3D keeps the contiguous layout. (With the earlier split BatchNorm, which
-    reshaped every activation, channels-last was slower on the CPU.)
+    Chosen from the benchmark suite (``python -m benchmarks.run --quick``; the figures are in
+    BENCHMARKS.md): the 2D MoCo step is faster in channels-last, while the 3D ResNet-18 step
+    showed no consistent gain, so 3D keeps the contiguous layout.
     """
     if setting not in ("auto", "true", "false"):
         raise ValueError(f"train.channels_last={setting!r} must be auto, true or false")
@@ -107,9 +105,8 @@ def keep_freed_memory() -> bool:
     PyTorch has no caching allocator for CPU tensors: they come from glibc's malloc, which
     serves every block above a threshold (at most 32 MiB) with a fresh ``mmap`` and returns
     freed memory to the kernel. A training step allocates and frees the same large activations
-    every iteration, so the kernel faults in and zeroes their pages every time: 97,000 to
-    124,000 page faults per MoCo step at ResNet-18/64 px/batch 128, against 1,000 to 2,000
-    with this setting (``mocomri bench``, BENCHMARKS.md). This switches glibc to its heap only (``M_MMAP_MAX`` = 0) and stops it
+    every iteration, so the kernel faults in and zeroes their pages every time (page faults per
+    step with and without this setting are in BENCHMARKS.md). This switches glibc to its heap only (``M_MMAP_MAX`` = 0) and stops it
     trimming the heap (``M_TRIM_THRESHOLD`` at its largest, 2 GiB), the in-process form of
     ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``. The process keeps its peak footprint
     instead of shrinking between steps; the peak itself does not grow. DataLoader workers

@@ -29,10 +29,9 @@ from mocomri.errors import DataError
 
 HASH_BITS = 64
 # Bits of 64, chosen by looking (BENCHMARKS.md, tools/near_duplicate_threshold.py): in 2D, pairs
-# within 6 are the same picture, a neighbouring slice of the same patient, or a similar slice of
-# another patient (0.03% of pairs of the same axial slice of different IXI subjects); in 3D the
-# 64-bit hash of a whole brain separates people less well (0.01% of IXI pairs within 2, 0.75%
-# within 6), and re-saved copies of one scan are within 2.
+# within 6 are the same picture, a neighbouring slice of the same patient, or, rarely, a similar
+# slice of another patient; in 3D the 64-bit hash of a whole brain separates people less well,
+# and re-saved copies of one scan are within 2 (the measured rates are in BENCHMARKS.md).
 DEFAULT_THRESHOLD = 6
 DEFAULT_THRESHOLD_3D = 2
 
