@@ -64,12 +64,12 @@ def test_view_augmenter__uses_the_pretraining_view_transform() -> None:
     from mocomri.data.settings import AugmentConfig
     from mocomri.eval.baselines import view_augmenter
 
-    augment = view_augmenter(AugmentConfig(), [("T1w", 0), ("FLAIR", 0)], spatial_dims=2, size=16)
+    augment = view_augmenter(AugmentConfig(), ["T1w", "FLAIR"], [0, 0], spatial_dims=2, size=16)
     images = torch.randn(2, 1, 16, 16)
     views = augment(images, [0, 1], 7)
     assert views.shape == (2, 1, 16, 16) and type(views) is torch.Tensor
     assert torch.isfinite(views).all() and not torch.equal(views, images)
     assert abs(float(views[0].mean())) < 1e-4  # z-scored, as the evaluation input
-    again = view_augmenter(AugmentConfig(), [("T1w", 0), ("FLAIR", 0)], spatial_dims=2, size=16)
+    again = view_augmenter(AugmentConfig(), ["T1w", "FLAIR"], [0, 0], spatial_dims=2, size=16)
     assert torch.equal(again(images, [0, 1], 7), views)  # seeded: the same draw
     assert not torch.equal(augment(images, [0, 1], 8), views)

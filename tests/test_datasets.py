@@ -98,6 +98,18 @@ def test_build_eval_dataset__patches3d_resizes_whole_volume(manifest, cfg):
     dataset = build_eval_dataset(manifest, replace(cfg, kind="patches3d"), ["train", "val", "test"], progress=False)
     assert len(dataset) == len(manifest)
     assert dataset[0]["image"].shape == (1, 16, 16, 16)
+    assert dataset.spatial_dims == 3 and dataset.input_size == 16
+    assert set(dataset.item_kinds) == {"patches3d"} and (dataset.flip_axes == 0).all()
+
+
+def test_build_eval_dataset__exposes_what_it_decided_per_item(manifest, cfg):
+    for slice_axis, flip in ((2, 0), (0, -1)):  # axial: left-right on axis 0; sagittal: none
+        dataset = build_eval_dataset(manifest, replace(cfg, slice_axis=slice_axis), ["train"], progress=False)
+        assert dataset.spatial_dims == 2 and dataset.input_size == 32
+        assert dataset[0]["image"].shape[1:] == (dataset.input_size,) * dataset.spatial_dims
+        assert dataset.item_kinds == ["slices2d"] * len(dataset)
+        assert dataset.item_modalities == [manifest.rows[r].modality for r in dataset.item_rows]
+        assert dataset.flip_axes.shape == (len(dataset),) and (dataset.flip_axes == flip).all()
 
 
 def test_images2d__auto_kind_reads_png_files(tmp_path, cfg):

@@ -41,8 +41,11 @@ def test_load_encoder_source__run_dir_gives_config_step_and_sha(tmp_path: Path) 
     assert source.kind == "run" and source.model.width == 4 and source.step == 42
     assert source.sha1 == hashlib.sha1((tmp_path / "encoder.pt").read_bytes()).hexdigest()
     reference = torch.load(tmp_path / "encoder.pt", weights_only=True)
-    rebuilt = source.build().state_dict()
+    backbone, feature_dim = source.build()
+    rebuilt = backbone.state_dict()
     assert all(torch.equal(rebuilt[k], v) for k, v in reference.items())
+    with torch.inference_mode():
+        assert backbone.eval()(torch.randn(2, 1, 32, 32)).flatten(1).shape == (2, feature_dim)  # F, as built
 
 
 def test_load_encoder_source__bare_file_needs_the_matching_architecture(tmp_path: Path) -> None:
@@ -60,7 +63,7 @@ def test_load_encoder_source__missing_weights_name_the_path(tmp_path: Path) -> N
 
 def test_load_encoder_source__random_is_seeded(tmp_path: Path) -> None:
     source = load_encoder_source("random", ModelConfig(name="resnet18", width=4))
-    a, b, c = source.build(seed=1), source.build(seed=1), source.build(seed=2)
+    a, b, c = (source.build(seed=s)[0] for s in (1, 1, 2))
     pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
 

@@ -39,6 +39,11 @@ class FakeSliceDataset(Dataset):
     def __init__(self, manifest: Manifest, data_cfg: DataConfig, splits: list[str]) -> None:
         self.rows = manifest.rows
         self.item_rows = [i for i, r in enumerate(self.rows) if r.split in splits for _ in range(SLICES_PER_SCAN)]
+        # What EvalDataset decides when it is built: axial slices of T1w volumes, left-right on axis 0.
+        self.spatial_dims, self.input_size = 2, 16
+        self.item_kinds = ["slices2d"] * len(self.item_rows)
+        self.item_modalities = [self.rows[i].modality for i in self.item_rows]
+        self.flip_axes = np.zeros(len(self.item_rows), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.item_rows)

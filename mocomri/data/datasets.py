@@ -194,6 +194,14 @@ class _CachedDataset(Dataset):
                 self.items += [(k, s) for s in scan.slices]
             else:
                 self.items.append((k, -1))
+        # Decided here, once: 3D when the scans are volumes' patches, else 2D; each item's kind,
+        # modality and left-right axis (-1: none, see lr_axis), which pick its augmentation.
+        self.spatial_dims = 3 if any(s.kind == "patches3d" for s in self.scans) else 2
+        item_scans = [self.scans[k] for k, _ in self.items]
+        self.item_kinds = [s.kind for s in item_scans]
+        self.item_modalities = [manifest.rows[s.row].modality for s in item_scans]
+        flips = {kind: lr_axis(kind, self.slice_axis) for kind in set(self.item_kinds)}
+        self.flip_axes = np.array([-1 if flips[k] is None else flips[k] for k in self.item_kinds], dtype=np.int64)  # (N,)
         self._arrays: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -249,15 +257,12 @@ class ViewPairDataset(_CachedDataset):
     ):
         super().__init__(manifest, data_cfg, splits, progress)
         self.base_seed = data_cfg.seed
-        kinds = {s.kind for s in self.scans}
-        self.spatial_dims = 3 if "patches3d" in kinds else 2
         view_side = data_cfg.patch_size if self.spatial_dims == 3 else data_cfg.image_size
         self.view_size = (view_side,) * self.spatial_dims
         family_of = {s.row: aug_cfg.family_of(manifest.rows[s.row].modality) for s in self.scans}
         self.families = sorted(set(family_of.values()))
         family_id = {f: i for i, f in enumerate(self.families)}
         self._family = {row: family_id[f] for row, f in family_of.items()}
-        self._flip = {s.row: lr_axis(s.kind, self.slice_axis) for s in self.scans}
         self._source = {s.row: str(manifest.abspath(manifest.rows[s.row])) for s in self.scans}  # names items in errors
         if data_cfg.working_size > 0:
             self.working_side = data_cfg.working_size
@@ -292,12 +297,11 @@ class ViewPairDataset(_CachedDataset):
 
     def _meta(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = [self.scans[self.items[i][0]].row for i in indices]
-        flips = [self._flip[r] for r in rows]
         return {
             "subject": torch.tensor([self._subject[r] for r in rows], dtype=torch.int64),
             "modality": torch.tensor([self._modality[r] for r in rows], dtype=torch.int64),
             "family": torch.tensor([self._family[r] for r in rows], dtype=torch.int64),
-            "flip_axis": torch.tensor([-1 if f is None else f for f in flips], dtype=torch.int64),
+            "flip_axis": torch.from_numpy(self.flip_axes[indices]),
         }
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -349,10 +353,13 @@ class EvalDataset(_CachedDataset):
 
     Item: ``{"image": (C, H, W) or (C, D, H, W) float32, "row": int64}`` where ``row`` indexes
     ``manifest.rows``; ``item_rows`` lists it for every item, to aggregate slices per scan.
+    ``spatial_dims``, ``input_size`` (the side of every input), and per item ``item_kinds``,
+    ``item_modalities`` and ``flip_axes`` are decided when the dataset is built.
     """
 
     def __init__(self, manifest: Manifest, data_cfg: DataConfig, splits: list[str] | None, progress: bool | None = None):
         super().__init__(manifest, data_cfg, splits, progress)
+        self.input_size = data_cfg.patch_size if self.spatial_dims == 3 else data_cfg.image_size
         self._transform2d = build_eval_transform(2, data_cfg.image_size)
         self._transform3d = build_eval_transform(3, data_cfg.patch_size)
 

@@ -41,7 +41,8 @@ def raw_pixel_encoder(spatial_dims: int, side: int | None = None) -> nn.Module:
 
 def view_augmenter(
     aug_cfg: object,
-    views: Sequence[tuple[str, int | None]],
+    modalities: Sequence[str],
+    flip_axes: Sequence[int],
     spatial_dims: int,
     size: int,
 ) -> Augment:
@@ -49,8 +50,9 @@ def view_augmenter(
 
     Args:
         aug_cfg: the augment config (``AugmentConfig``).
-        views: ``(modality, flip_axis)`` of every dataset item; ``flip_axis`` is the spatial
-            axis running left-right, or None (see ``mocomri.data.datasets.lr_axis``).
+        modalities: the modality of every dataset item (``EvalDataset.item_modalities``).
+        flip_axes: the spatial axis of every item running left-right, -1 where none
+            (``EvalDataset.flip_axes``, see ``mocomri.data.datasets.lr_axis``).
         spatial_dims: 2 or 3.
         size: the side of the augmented image (the evaluation input's side).
 
@@ -60,10 +62,10 @@ def view_augmenter(
     """
     from mocomri.augment import BatchViews
 
-    families = sorted({aug_cfg.family_of(m) for m, _ in views})
+    families = sorted({aug_cfg.family_of(m) for m in modalities})
     family_id = {f: i for i, f in enumerate(families)}
-    item_family = torch.tensor([family_id[aug_cfg.family_of(m)] for m, _ in views], dtype=torch.int64)
-    item_flip = torch.tensor([-1 if a is None else a for _, a in views], dtype=torch.int64)
+    item_family = torch.tensor([family_id[aug_cfg.family_of(m)] for m in modalities], dtype=torch.int64)  # (N,)
+    item_flip = torch.as_tensor(np.asarray(flip_axes), dtype=torch.int64)  # (N,)
     make = BatchViews(aug_cfg, families, (size,) * spatial_dims)
 
     def augment(images: torch.Tensor, indices: Sequence[int], seed: int) -> torch.Tensor:

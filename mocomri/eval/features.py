@@ -48,8 +48,9 @@ class EncoderSource:
         arch = json.dumps(dataclasses.asdict(self.model), sort_keys=True)
         return f"{self.kind}:{self.sha1}:{arch}"
 
-    def build(self, seed: int = 0) -> nn.Module:
-        """The backbone with the source's weights (``random``: initialised from ``seed``).
+    def build(self, seed: int = 0) -> tuple[nn.Module, int]:
+        """The backbone with the source's weights (``random``: initialised from ``seed``), and F,
+        the width of its pooled features.
 
         Raises:
             ConfigError: the weights do not fit the architecture; the message names both.
@@ -58,7 +59,7 @@ class EncoderSource:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            backbone, _ = create_encoder(
+            backbone, feature_dim = create_encoder(
                 self.model.name, in_channels=self.model.in_channels, width=self.model.width
             )
         if self.state_dict is not None:
@@ -70,7 +71,7 @@ class EncoderSource:
                     f"{self.weights_path} does not fit model.name={self.model.name} "
                     f"width={self.model.width} in_channels={self.model.in_channels}: {first}"
                 ) from None
-        return backbone
+        return backbone, feature_dim
 
     def provenance(self) -> dict[str, Any]:
         """What the report says about the encoder."""

@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from mocomri.eval.baselines import (
     train_supervised,
     view_augmenter,
 )
-from mocomri.eval.bootstrap import bootstrap_metrics
 from mocomri.eval.features import (
     RANDOM,
     EncoderSource,
@@ -45,9 +44,9 @@ from mocomri.eval.features import (
 )
 from mocomri.eval.fractions import sample_label_fraction
 from mocomri.eval.leakage import check_leakage, find_leakage, pretraining_findings
-from mocomri.eval.metrics import METRICS, classification_metrics
 from mocomri.eval.probe import DEFAULT_CS, fit_knn_probe, fit_linear_probe, predict_proba
 from mocomri.eval.report import write_report
+from mocomri.eval.scoring import score, summarise
 
 UNITS = ("item", "scan", "subject")
 UNIT_ALIASES = {"slice": "item", "image": "item"}
@@ -90,7 +89,6 @@ class ProbeItems:
     subject: np.ndarray
     unit: np.ndarray  # evaluation unit id (item, row or subject)
     is_train: np.ndarray
-    views: list[tuple[str, int | None]]  # (modality, left-right axis) per item, for augmentation
 
 
 def run_probe(
@@ -178,8 +176,12 @@ def run_probe(
             chosen = _labelled_subset(items, fraction, seed)
             for method in methods:
                 log(f"probe: {method} fraction={fraction:g} seed={seed}")
-                proba = _predict(method, chosen, items, features, source, base.augment, options, seed)
-                runs[method].setdefault(fraction, []).append(_score(items, chosen, proba, options))
+                proba = METHODS[method].fit(METHODS[method], chosen, items, features, source, base.augment, options, seed)
+                test = ~items.is_train
+                runs[method].setdefault(fraction, []).append(score(
+                    proba, items.unit[test], items.label[test], items.subject[test], items.subject[chosen],
+                    len(items.classes), options.n_boot,
+                ))
 
     # 5. Summary and report.
     largest = max(label_fractions)
@@ -188,7 +190,7 @@ def run_probe(
         "provenance": source.provenance(),
         "leakage": {"allowed": options.allow_leakage, "findings": findings},
         "classes": items.classes,
-        "methods": {m: {fraction_key(f): _summarise(r) for f, r in per_f.items()} for m, per_f in runs.items()},
+        "methods": {m: {fraction_key(f): summarise(r) for f, r in per_f.items()} for m, per_f in runs.items()},
         "confusion": {
             m: {"fraction": fraction_key(largest), "matrix": runs[m][largest][0]["confusion"]} for m in methods
         },
@@ -293,24 +295,7 @@ def _probe_items(manifest: Any, data_cfg: DataConfig, eval_split: str, unit: str
         subject=subject,
         unit=units[unit],
         is_train=np.array([rows[i].split == "train" for i in item_rows]),
-        views=_views(rows, item_rows, data_cfg, dataset[0]["image"].ndim - 1),
     )
-
-
-def _views(
-    rows: list[Any], item_rows: np.ndarray, data_cfg: DataConfig, spatial_dims: int
-) -> list[tuple[str, int | None]]:
-    """(modality, left-right axis) of each item: what picks its augmentation."""
-    from mocomri.data.datasets import lr_axis
-    from mocomri.data.io import file_kind
-
-    def kind(row: Any) -> str:
-        if spatial_dims == 3:
-            return "patches3d"
-        return "images2d" if file_kind(row.path) == "image2d" else "slices2d"
-
-    by_row = {i: (rows[i].modality, lr_axis(kind(rows[i]), data_cfg.slice_axis)) for i in set(item_rows.tolist())}
-    return [by_row[i] for i in item_rows.tolist()]
 
 
 def _manifest_digest(manifest: Any) -> str:
@@ -329,19 +314,20 @@ def _all_features(
 ) -> dict[str, np.ndarray]:
     """Features of every item for each feature-based method; ``(N, F)`` each."""
     random_source = EncoderSource(kind=RANDOM, model=source.model)
-    spatial_dims = items.dataset[0]["image"].ndim - 1
+    spatial_dims = items.dataset.spatial_dims
     encoders = {
-        ENCODER_METHOD: (source.identity, lambda: source.build()),
+        ENCODER_METHOD: (source.identity, lambda: source.build()[0]),
         "random_init": (
             f"{random_source.identity}:seed{options.encoder_seed}",
-            lambda: random_source.build(seed=options.encoder_seed),
+            lambda: random_source.build(seed=options.encoder_seed)[0],
         ),
         "raw_pixels": (f"raw_pixels:{spatial_dims}", lambda: raw_pixel_encoder(spatial_dims)),
     }
     data_key = {k: v for k, v in dataclasses.asdict(data_cfg).items() if k not in ("num_workers", "cache_dir")}
+    needed = {METHODS[m].features for m in methods}
     features = {}
     for name, (identity, build) in encoders.items():
-        if name not in methods:
+        if name not in needed:
             continue
         key = cache_key(identity, _manifest_digest(items.manifest), data_key, options.eval_split, options.bf16)
 
@@ -366,135 +352,70 @@ def _labelled_subset(items: ProbeItems, fraction: float, seed: int) -> np.ndarra
     return train[sample_label_fraction(items.label[train], items.subject[train], fraction, seed)]
 
 
-def _predict(
-    method: str,
-    chosen: np.ndarray,
-    items: ProbeItems,
-    features: dict[str, np.ndarray],
-    source: EncoderSource,
-    augment_cfg: AugmentConfig,
-    options: ProbeOptions,
-    seed: int,
-) -> np.ndarray:
-    """Class probabilities of every evaluation item; ``(N_test, K)``."""
-    test = np.flatnonzero(~items.is_train)
-    n_classes = len(items.classes)
-    y, groups = items.label[chosen], items.subject[chosen]
-    if method == "supervised":
-        backbone = EncoderSource(kind=RANDOM, model=source.model).build(seed=seed)
-        feature_dim = _feature_dim(backbone, items)
-        spatial_dims = items.dataset[0]["image"].ndim - 1
-        size = items.dataset[0]["image"].shape[-1]
-        model = train_supervised(
-            backbone,
-            feature_dim,
-            items.dataset,
-            chosen,
-            y,
-            n_classes,
-            augment=view_augmenter(augment_cfg, items.views, spatial_dims, size),
-            budget=options.supervised,
-            device=resolve_device(options.device),
-            seed=seed,
-        )
-        proba = predict_supervised(
-            model, items.dataset, test, batch_size=options.batch_size, device=resolve_device(options.device)
-        )
-        return _full_proba(proba, n_classes)
-    name = method.removesuffix("_knn")
-    x = features[name]
-    if method.endswith("_knn"):
-        model = fit_knn_probe(x[chosen], y, k=options.knn_k)
-    else:
-        model = fit_linear_probe(
-            x[chosen],
-            y,
-            groups,
-            Cs=options.Cs,
-            n_splits=options.cv_folds,
-            pca_components=options.pca_components if name == "raw_pixels" else None,
-            seed=seed,
-        )
-    return predict_proba(model, x[test], n_classes)
+def _fit_linear(method: Method, chosen: np.ndarray, items: ProbeItems, features: dict[str, np.ndarray],
+                source: EncoderSource, augment_cfg: AugmentConfig, options: ProbeOptions, seed: int) -> np.ndarray:
+    """The linear probe on the method's features (on their principal components where ``method.pca``)."""
+    x = features[method.features]
+    model = fit_linear_probe(
+        x[chosen],
+        items.label[chosen],
+        items.subject[chosen],
+        Cs=options.Cs,
+        n_splits=options.cv_folds,
+        pca_components=options.pca_components if method.pca else None,
+        seed=seed,
+    )
+    return predict_proba(model, x[~items.is_train], len(items.classes))
 
 
-def _feature_dim(backbone: Any, items: ProbeItems) -> int:
-    import torch
+def _fit_knn(method: Method, chosen: np.ndarray, items: ProbeItems, features: dict[str, np.ndarray],
+             source: EncoderSource, augment_cfg: AugmentConfig, options: ProbeOptions, seed: int) -> np.ndarray:
+    """The kNN on the method's features."""
+    x = features[method.features]
+    model = fit_knn_probe(x[chosen], items.label[chosen], k=options.knn_k)
+    return predict_proba(model, x[~items.is_train], len(items.classes))
 
-    with torch.inference_mode():
-        return int(backbone.eval()(items.dataset[0]["image"][None].float()).flatten(1).shape[1])
+
+def _fit_supervised(method: Method, chosen: np.ndarray, items: ProbeItems, features: dict[str, np.ndarray],
+                    source: EncoderSource, augment_cfg: AugmentConfig, options: ProbeOptions, seed: int) -> np.ndarray:
+    """The same architecture trained from scratch on the chosen items, with the pretraining views."""
+    dataset, n_classes = items.dataset, len(items.classes)
+    backbone, feature_dim = EncoderSource(kind=RANDOM, model=source.model).build(seed=seed)
+    device = resolve_device(options.device)
+    augment = view_augmenter(augment_cfg, dataset.item_modalities, dataset.flip_axes, dataset.spatial_dims,
+                             dataset.input_size)
+    model = train_supervised(backbone, feature_dim, dataset, chosen, items.label[chosen], n_classes,
+                             augment=augment, budget=options.supervised, device=device, seed=seed)
+    proba = predict_supervised(model, dataset, np.flatnonzero(~items.is_train), batch_size=options.batch_size, device=device)
+    return _full_proba(proba, n_classes)
+
+
+# (method, chosen items, items, features, source, augment config, options, seed) -> (N_test, K) probabilities
+Fit = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One evaluated method: the feature set it reads (a key of the extracted features; None
+    for a method that trains on the images) and how it fits and predicts."""
+
+    features: str | None
+    fit: Fit
+    pca: bool = False  # the linear probe on principal components (raw pixels)
+
+
+METHODS: dict[str, Method] = {
+    ENCODER_METHOD: Method(ENCODER_METHOD, _fit_linear),
+    f"{ENCODER_METHOD}_knn": Method(ENCODER_METHOD, _fit_knn),
+    "random_init": Method("random_init", _fit_linear),
+    "random_init_knn": Method("random_init", _fit_knn),
+    "raw_pixels": Method("raw_pixels", _fit_linear, pca=True),
+    "supervised": Method(None, _fit_supervised),
+}
 
 
 def _full_proba(proba: np.ndarray, n_classes: int) -> np.ndarray:
     return proba if proba.shape[1] == n_classes else np.pad(proba, ((0, 0), (0, n_classes - proba.shape[1])))
-
-
-def aggregate_by_unit(
-    proba: np.ndarray, unit: np.ndarray, label: np.ndarray, subject: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Averages item probabilities per evaluation unit (soft voting).
-
-    Returns:
-        ``(proba, label, subject)`` per unit, units in sorted order.
-
-    Shape:
-        proba: (N, K)  unit, label, subject: (N,)  returns: (U, K), (U,), (U,)
-    """
-    _, first, inverse = np.unique(unit, return_index=True, return_inverse=True)
-    summed = np.zeros((len(first), proba.shape[1]))
-    np.add.at(summed, inverse, proba)
-    counts = np.bincount(inverse, minlength=len(first))[:, None]
-    return summed / counts, label[first], subject[first]
-
-
-def _score(items: ProbeItems, chosen: np.ndarray, proba: np.ndarray, options: ProbeOptions) -> dict[str, Any]:
-    """Metrics of one (method, fraction, seed) at the unit level, with a bootstrap CI and a confusion matrix."""
-    test = np.flatnonzero(~items.is_train)
-    unit_proba, unit_label, unit_subject = aggregate_by_unit(
-        proba, items.unit[test], items.label[test], items.subject[test]
-    )
-    n_classes = len(items.classes)
-    pred = unit_proba.argmax(axis=1)
-    confusion = np.zeros((n_classes, n_classes), dtype=int)
-    np.add.at(confusion, (unit_label, pred), 1)
-    return {
-        "metrics": classification_metrics(unit_label, unit_proba),
-        "proba": unit_proba,
-        "label": unit_label,
-        "subject": unit_subject,
-        "confusion": confusion.tolist(),
-        "n_train_items": int(len(chosen)),
-        "n_train_subjects": int(len(np.unique(items.subject[chosen]))),
-        "n_test_units": int(len(unit_label)),
-        "n_boot": options.n_boot,
-    }
-
-
-def _summarise(seed_runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and std (ddof=1) over seeds of each metric; the bootstrap CI of seed 0."""
-    first = seed_runs[0]
-    ci = bootstrap_metrics(
-        first["label"], first["proba"], groups=first["subject"], n_boot=first["n_boot"], seed=0
-    )
-    out: dict[str, Any] = {
-        "n_train_items": float(np.mean([r["n_train_items"] for r in seed_runs])),
-        "n_train_subjects": float(np.mean([r["n_train_subjects"] for r in seed_runs])),
-        "n_test_units": first["n_test_units"],
-    }
-    for name in METRICS:
-        values = np.array([r["metrics"][name] for r in seed_runs], dtype=float)
-        out[name] = {
-            "mean": _finite_or_none(np.mean(values)),
-            "std": _finite_or_none(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "per_seed": [_finite_or_none(v) for v in values],
-            "ci": [_finite_or_none(v) for v in ci[name]],
-        }
-    return out
-
-
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: an undefined metric (e.g. AUROC with one class) becomes null."""
-    return float(value) if np.isfinite(value) else None
 
 
 def _settings(

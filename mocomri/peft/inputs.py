@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from mocomri.config import Config
@@ -30,14 +29,11 @@ def load_base(encoder: str | Path, config: Config | None = None, seed: int = 0) 
     The config is ``config`` when given, else the run's ``config.yaml``, else the defaults.
     """
     from mocomri.eval.features import load_encoder_source
-    from mocomri.models import create_encoder
 
     source = load_encoder_source(encoder, config.model if config else None)
     cfg = config or source.run_config or Config()
-    backbone = source.build(seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        _, feature_dim = create_encoder(cfg.model.name, cfg.model.in_channels, width=1)  # F scales with width
-    return Base(backbone.eval(), feature_dim * cfg.model.width, cfg, source)
+    backbone, feature_dim = source.build(seed=seed)
+    return Base(backbone.eval(), feature_dim, cfg, source)
 
 
 @dataclass

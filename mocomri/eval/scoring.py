@@ -1,0 +1,102 @@
+"""Scoring a probe's predictions: per evaluation unit, with a confusion matrix; summaries over seeds.
+
+A unit is an item, a scan or a subject (:func:`mocomri.eval.runner.run_probe`'s ``unit``); the
+probabilities of a unit's items are averaged (soft voting) before any metric is computed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mocomri.eval.bootstrap import bootstrap_metrics
+from mocomri.eval.metrics import METRICS, classification_metrics
+
+
+def aggregate_by_unit(
+    proba: np.ndarray, unit: np.ndarray, label: np.ndarray, subject: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Averages item probabilities per evaluation unit (soft voting).
+
+    Returns:
+        ``(proba, label, subject)`` per unit, units in sorted order.
+
+    Shape:
+        proba: (N, K)  unit, label, subject: (N,)  returns: (U, K), (U,), (U,)
+    """
+    _, first, inverse = np.unique(unit, return_index=True, return_inverse=True)
+    summed = np.zeros((len(first), proba.shape[1]))
+    np.add.at(summed, inverse, proba)
+    counts = np.bincount(inverse, minlength=len(first))[:, None]
+    return summed / counts, label[first], subject[first]
+
+
+def score(
+    proba: np.ndarray,
+    unit: np.ndarray,
+    label: np.ndarray,
+    subject: np.ndarray,
+    train_subjects: np.ndarray,
+    n_classes: int,
+    n_boot: int,
+) -> dict[str, Any]:
+    """Metrics of one (method, fraction, seed) at the unit level, with what a bootstrap CI and a
+    confusion matrix need.
+
+    Args:
+        proba: class probabilities of the evaluation items.
+        unit, label, subject: of the evaluation items.
+        train_subjects: the subject of every labelled training item the method saw.
+        n_classes: K.
+        n_boot: bootstrap resamples for the CI (drawn in :func:`summarise`).
+
+    Shape:
+        proba: (N, K)  unit, label, subject: (N,)  train_subjects: (N_train,)
+    """
+    unit_proba, unit_label, unit_subject = aggregate_by_unit(proba, unit, label, subject)
+    pred = unit_proba.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(confusion, (unit_label, pred), 1)
+    return {
+        "metrics": classification_metrics(unit_label, unit_proba),
+        "proba": unit_proba,
+        "label": unit_label,
+        "subject": unit_subject,
+        "confusion": confusion.tolist(),
+        "n_train_items": int(len(train_subjects)),
+        "n_train_subjects": int(len(np.unique(train_subjects))),
+        "n_test_units": int(len(unit_label)),
+        "n_boot": n_boot,
+    }
+
+
+def summarise(seed_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std (ddof=1) over seeds of each metric; the bootstrap CI of seed 0.
+
+    Args:
+        seed_runs: what :func:`score` returned for each seed of one (method, fraction).
+    """
+    first = seed_runs[0]
+    ci = bootstrap_metrics(
+        first["label"], first["proba"], groups=first["subject"], n_boot=first["n_boot"], seed=0
+    )
+    out: dict[str, Any] = {
+        "n_train_items": float(np.mean([r["n_train_items"] for r in seed_runs])),
+        "n_train_subjects": float(np.mean([r["n_train_subjects"] for r in seed_runs])),
+        "n_test_units": first["n_test_units"],
+    }
+    for name in METRICS:
+        values = np.array([r["metrics"][name] for r in seed_runs], dtype=float)
+        out[name] = {
+            "mean": finite_or_none(np.mean(values)),
+            "std": finite_or_none(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "per_seed": [finite_or_none(v) for v in values],
+            "ci": [finite_or_none(v) for v in ci[name]],
+        }
+    return out
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined metric (e.g. AUROC with one class) becomes null."""
+    return float(value) if np.isfinite(value) else None
