@@ -87,6 +87,9 @@ def test_pretrain__writes_run_directory(tmp_path, cohort_manifest):
     assert ckpt["step"] == 6 and ckpt["config"]["train"]["max_steps"] == 6
     assert {"queue.keys", "queue.subjects", "queue.ptr"} <= set(ckpt["model"])
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
+    # the kNN monitor measures the encoder as initialised (step 0) before the epochs' kNN
+    monitor = read_metrics(run / "metrics.jsonl", kind="monitor")
+    assert monitor[0]["step"] == 0 and 0.0 <= monitor[0]["knn_acc"] <= 1.0
 
 
 def test_pretrain__resume_after_sigkill_matches_uninterrupted(tmp_path, cohort_manifest):

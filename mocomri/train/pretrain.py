@@ -220,6 +220,13 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
         if rt.distributed:
             dist.barrier()
 
+    # The kNN of the encoder as initialised: the figure each epoch's kNN is to beat.
+    if knn is not None and start_step == 0:
+        knn_init = knn.measure(model.backbone, 0)
+        if knn_init is not None:
+            logger.log(0, {"knn_acc": knn_init}, kind="monitor")
+            print(f"kNN acc {knn_init:.3f} at initialisation (random init: the baseline of every epoch's kNN)")
+
     # ---- the loop
     model.train()
     first_bad_step = torch.full((), -1, dtype=torch.long, device=rt.device)  # checked at log steps only
