@@ -171,14 +171,15 @@ def run_probe(
 
     # 4. Probes over fractions and seeds.
     runs: dict[str, dict[float, list[dict[str, Any]]]] = {m: {} for m in methods}
+    test = ~items.is_train
     for fraction in label_fractions:
         for seed in range(seeds):
             chosen = _labelled_subset(items, fraction, seed)
-            for method in methods:
-                log(f"probe: {method} fraction={fraction:g} seed={seed}")
-                proba = METHODS[method].fit(METHODS[method], chosen, items, features, source, base.augment, options, seed)
-                test = ~items.is_train
-                runs[method].setdefault(fraction, []).append(score(
+            for name in methods:
+                log(f"probe: {name} fraction={fraction:g} seed={seed}")
+                method = METHODS[name]
+                proba = method.fit(method, chosen, items, features, source, base.augment, options, seed)  # (N_test, K)
+                runs[name].setdefault(fraction, []).append(score(
                     proba, items.unit[test], items.label[test], items.subject[test], items.subject[chosen],
                     len(items.classes), options.n_boot,
                 ))
