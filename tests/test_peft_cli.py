@@ -109,6 +109,20 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     assert main(["peft", "compose", "--negate", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "n.safetensors")]) == 0
     assert load_pem(tmp_path / "n.safetensors").heads == []
 
+    # merge: the module folded into the base, a plain state dict with the outputs of base + module
+    merged_path = tmp_path / "merged.pt"
+    assert main(["peft", "merge", str(tmp_path / "a.safetensors"), *common, "--out", str(merged_path)]) == 0
+    from mocomri.peft import PEMEncoder
+
+    merged, _ = create_encoder("resnet18", in_channels=1, width=4)
+    merged.load_state_dict(torch.load(merged_path, weights_only=True))
+    base, _ = create_encoder("resnet18", in_channels=1, width=4)
+    base.load_state_dict(torch.load(run / "encoder.pt", weights_only=True))
+    running = PEMEncoder.from_pem(a, base).eval()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(x), running(x), rtol=1e-4, atol=1e-5)
+
     metrics_path = tmp_path / "eval.json"
     assert main(["peft", "eval", str(out), *common, "--manifest", str(manifest), "--n-boot", "50",
                  "--out", str(metrics_path)]) == 0

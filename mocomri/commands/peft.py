@@ -1,4 +1,4 @@
-"""``mocomri peft train | compose | eval``: parameter-efficient modules on a frozen encoder, and their arithmetic."""
+"""``mocomri peft train | compose | eval | merge``: parameter-efficient modules on a frozen encoder, and their arithmetic."""
 
 from __future__ import annotations
 
@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", help="also write the metrics as JSON here")
     e.set_defaults(func=run_eval)
 
+    m = sub.add_parser("merge", help="fold a module into its base encoder and write a plain encoder.pt")
+    _common(m)
+    m.add_argument("module", help="a module file")
+    m.add_argument("--out", required=True, help="the encoder state dict to write (read by probe, export, pretrain)")
+    m.set_defaults(func=run_merge)
+
 
 def _config(args: argparse.Namespace):
     from pathlib import Path
@@ -122,4 +128,17 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"{name:18s} {m['value']:.4f}  95% CI [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
     if args.out:
         atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from mocomri.peft import load_pem
+    from mocomri.peft.inputs import load_base
+    from mocomri.peft.merge import save_merged
+
+    if not args.encoder:
+        raise SystemExit("mocomri peft merge: --encoder is required (the module's base encoder)")
+    pem = load_pem(args.module)
+    path = save_merged(pem, load_base(args.encoder, _config(args)).encoder, args.out)
+    print(f"wrote {path}: {args.encoder} with {pem.spec.kind} on {len(pem.layers)} layers folded in")
     return 0
