@@ -1,7 +1,8 @@
 """File helpers every part of mocomri shares: one content digest, one atomic write.
 
 - :func:`file_digest`: the SHA-1 of a file's bytes, the digest of the manifest's ``sha1``
-  column, the cache keys, ``summary.json`` and the probe report.
+  column, the cache keys, ``summary.json`` and the probe report; :func:`state_dict_digest`, the
+  SHA-1 of a network's weights whatever file holds them (a module's base encoder).
 - :func:`atomic_path` / :func:`atomic_write`: write to a unique temporary file beside the target
   and ``os.replace`` it into place, so a reader (or another process writing the same file, as
   parallel ablation cells sharing a feature cache do) never sees a half-written file.
@@ -15,7 +16,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    import torch
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -24,6 +28,19 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def state_dict_digest(state: dict[str, "torch.Tensor"]) -> str:
+    """SHA-1 over a state dict's keys, dtypes, shapes and values: the same weights give the same
+    digest whatever file format they were stored in."""
+    import torch
+
+    digest = hashlib.sha1()
+    for key in sorted(state):
+        value = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
 
 

@@ -10,7 +10,8 @@ from mocomri.peft.encoder import PEMEncoder, resolve_targets
 from mocomri.peft.ia3 import IA3
 from mocomri.peft.lora import LoRA
 from mocomri.peft.merge import merged_encoder, save_merged
-from mocomri.peft.module_file import PEM, BaseEncoder, Head, load_pem, save_pem, state_dict_digest
+from mocomri.files import state_dict_digest
+from mocomri.peft.module_file import PEM, BaseEncoder, Head, load_pem, save_pem
 from mocomri.peft.spec import KINDS, PEMError, PEMSpec, default_targets
 
 __all__ = [

@@ -11,7 +11,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mocomri.peft.ia3 import IA3
 from mocomri.peft.lora import LORA_LAYERS, LoRA
-from mocomri.peft.module_file import PEM, BaseEncoder, Head, state_dict_digest
+from mocomri.files import state_dict_digest
+from mocomri.peft.module_file import PEM, BaseEncoder, Head
 from mocomri.peft.spec import PEMError, PEMSpec
 
 

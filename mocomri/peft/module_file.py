@@ -2,7 +2,7 @@
 
 Tensors: ``module.<layer>.lora_A|lora_B|ia3_scale`` and ``head.<i>.weight|bias`` (no pickle).
 The safetensors metadata key ``mocomri.pem`` holds the JSON: the :class:`PEMSpec`, the
-resolved target layers, the base encoder (architecture and :func:`state_dict_digest`), each
+resolved target layers, the base encoder (architecture and :func:`mocomri.files.state_dict_digest`), each
 head's label names, and the provenance (training objective, manifest and its SHA-1, or the
 composition and its inputs).
 """
@@ -10,13 +10,11 @@ composition and its inputs).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from mocomri.files import atomic_path
@@ -76,17 +74,6 @@ class PEM:
     def label(self) -> str:
         """How messages name this module: its file, else its operation."""
         return self.path or str(self.provenance.get("operation", "an unsaved module"))
-
-
-def state_dict_digest(state: dict[str, Tensor]) -> str:
-    """SHA-1 over a state dict's keys, dtypes, shapes and values: the same weights give the same
-    digest whatever file format they were stored in."""
-    digest = hashlib.sha1()
-    for key in sorted(state):
-        value = state[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()
 
 
 def save_pem(pem: PEM, path: str | Path) -> Path:
