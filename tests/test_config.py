@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from mocomri.config import Config, config_from_dict, config_to_dict, load_config
@@ -135,3 +137,18 @@ def test_pretrain_command__bad_value_exits_2_with_one_line_and_writes_nothing(tm
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and key in err and "Traceback" not in err
         assert not out.exists()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs__load_and_validate(path: Path) -> None:
+    """Every config in configs/ is valid as shipped: a pretraining config, or an ablation whose
+    every cell's config loads."""
+    import yaml
+
+    from mocomri.ablation import load_ablation
+
+    tree = yaml.safe_load(path.read_text()) or {}
+    if "grid" in tree or "cells" in tree:
+        assert load_ablation(path).cells
+    else:
+        load_config(path).validate()
