@@ -94,7 +94,7 @@ class ProbeItems:
 def run_probe(
     encoder: str | Path,
     manifest: str | Path,
-    config: Config | DataConfig | None = None,
+    config: Config | None = None,
     *,
     out_dir: str | Path,
     label_fractions: Sequence[float] = (0.01, 0.1, 1.0),
@@ -109,9 +109,8 @@ def run_probe(
     Args:
         encoder: a pretraining run directory, an ``encoder.pt``, or ``"random"``.
         manifest: the manifest CSV; its labelled ``train`` rows train the probes.
-        config: a :class:`Config` (data settings, architecture, augmentations) or just a
-            :class:`DataConfig`; what it leaves out comes from the run's ``config.yaml``, else
-            the defaults. An explicit architecture must fit the weights.
+        config: data settings, architecture and augmentations; ``None``: the run's
+            ``config.yaml``, else the defaults. An explicit architecture must fit the weights.
         out_dir: where the report, metrics, plots and the feature cache go.
         label_fractions: shares of labelled training subjects, each in (0, 1].
         seeds: draws of each label fraction (and probe CV seeds).
@@ -142,11 +141,9 @@ def run_probe(
     log = _logger(verbose)
 
     # 1. Encoder, data settings, augmentations: explicit config, else the run's, else defaults.
-    explicit = config if isinstance(config, Config) else None
-    source = load_encoder_source(encoder, explicit.model if explicit else None)
-    base = explicit or source.run_config or Config()
-    data_cfg = config if isinstance(config, DataConfig) else base.data
-    data_cfg = dataclasses.replace(data_cfg, manifest=str(manifest))
+    source = load_encoder_source(encoder, config.model if config else None)
+    base = config or source.run_config or Config()
+    data_cfg = dataclasses.replace(base.data, manifest=str(manifest))
     methods = _methods(source, baselines)
 
     # 2. Labelled rows, leakage guard, dataset.
