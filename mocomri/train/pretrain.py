@@ -152,10 +152,11 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
     manifest = read_manifest(cfg.data.manifest)
     dataset = build_pretrain_dataset(manifest, cfg.data, cfg.augment, cfg.data.pretrain_splits)
     n_items = len(dataset)
-    if rt.is_main and cfg.moco.queue_size >= n_items:
+    if rt.is_main and cfg.moco.queue_size >= n_items and not cfg.moco.mask_same_subject:
+        # With masking, a query's own subject (hence its own image) is never its negative.
         warnings.warn(
             f"moco.queue_size={cfg.moco.queue_size} >= {n_items} pretraining items: keys of a query's own "
-            "image (from earlier epochs) sit in the queue as negatives",
+            "image (from earlier epochs) sit in the queue as negatives (moco.mask_same_subject=true masks them)",
             stacklevel=2,
         )
     loader, sampler = build_loader(dataset, cfg, rt)
