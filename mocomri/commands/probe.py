@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also train the architecture from scratch on each labelled subset")
     p.add_argument("--supervised-steps", type=int, default=200, help="step budget of --supervised")
     p.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
+    p.add_argument("--intensity-stats", action="store_true",
+                   help="also probe each image's intensity statistics (mean, std, percentiles)")
     p.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN probe (default 20)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--allow-leakage", action="store_true",
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir = None if args.encoder == "random" else Path(args.encoder)
     default_out = run_dir / "probe" if run_dir is not None and run_dir.is_dir() else Path("runs/probe")
     baselines = ["random_init"] + ([] if args.no_raw_pixels else ["raw_pixels"])
+    if args.intensity_stats:
+        baselines.append("intensity_stats")
     if args.supervised:
         baselines.append("supervised")
     options = ProbeOptions(

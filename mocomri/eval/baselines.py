@@ -1,5 +1,9 @@
-"""Baselines a pretrained encoder is compared with: raw pixels, and supervised from scratch.
+"""Baselines a pretrained encoder is compared with: intensity statistics, raw pixels, and
+supervised from scratch.
 
+- Intensity statistics: each image's mean, standard deviation and percentiles, per channel;
+  the linear probe then runs on them. It tells whether the label can be read from the
+  histogram of an image alone, with no spatial information at all.
 - Raw pixels: each image average-pooled to a small grid and flattened; the linear probe then
   runs on its principal components (see :func:`mocomri.eval.probe.fit_linear_probe`). It tells
   whether an encoder adds anything beyond intensity statistics.
@@ -37,6 +41,46 @@ def raw_pixel_encoder(spatial_dims: int, side: int | None = None) -> nn.Module:
     side = side or (32 if spatial_dims == 2 else 12)
     pool = nn.AdaptiveAvgPool2d(side) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(side)
     return nn.Sequential(pool, nn.Flatten(1))
+
+
+INTENSITY_PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+class IntensityStatistics(nn.Module):
+    """Global intensity statistics of each channel of an image: mean, std and percentiles.
+
+    The statistics of the evaluation input, which is z-scored per image: there the mean and the
+    standard deviation are 0 and 1 by construction and the percentiles carry the shape of the
+    histogram. Percentiles interpolate linearly between order statistics (NumPy's default).
+
+    Args:
+        percentiles: in [0, 100].
+
+    Shape:
+        input: (B, C, H, W) or (B, C, D, H, W)  output: (B, C * (2 + P)), per channel
+        ``[mean, std, *percentiles]``.
+    """
+
+    def __init__(self, percentiles: Sequence[float] = INTENSITY_PERCENTILES) -> None:
+        super().__init__()
+        if not all(0 <= p <= 100 for p in percentiles):
+            raise ValueError(f"percentiles {tuple(percentiles)} must lie in [0, 100]")
+        self.register_buffer("fractions", torch.tensor([p / 100 for p in percentiles], dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        flat = images.flatten(2).float()  # (B, C, N)
+        ordered = flat.sort(dim=2).values
+        # torch.quantile refuses inputs over 2**24 values (a batch of 3D patches); the same
+        # linear interpolation by hand has no limit.
+        position = self.fractions * (flat.shape[2] - 1)  # (P,)
+        low = position.floor().long()
+        high = torch.clamp(low + 1, max=flat.shape[2] - 1)
+        weight = position - low  # (P,)
+        percentiles = ordered[..., low] * (1 - weight) + ordered[..., high] * weight  # (B, C, P)
+        mean = flat.mean(dim=2, keepdim=True)  # (B, C, 1)
+        std = flat.std(dim=2, correction=0, keepdim=True)  # (B, C, 1)
+        return torch.cat([mean, std, percentiles], dim=2).flatten(1)  # (B, C * (2 + P))
 
 
 def view_augmenter(

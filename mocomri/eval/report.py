@@ -29,6 +29,7 @@ def method_title(method: str, knn_k: int = 20) -> str:
         "random_init": "Random init (linear)",
         "random_init_knn": f"Random init (kNN, k={knn_k})",
         "raw_pixels": "Raw pixels (PCA + linear)",
+        "intensity_stats": "Intensity statistics (linear)",
         "supervised": "Supervised from scratch",
     }
     return titles.get(method, method)
@@ -237,8 +238,9 @@ def _method_lines(s: dict[str, Any]) -> list[str]:
         "- Confidence intervals: percentile bootstrap over test subjects (a subject's units are resampled "
         "together).",
         "- Baselines: the random-init encoder of the same architecture, raw pixels "
-        "(average-pooled, PCA, then the same linear probe), and optionally the same architecture "
-        "trained from scratch on the same labelled subset.",
+        "(average-pooled, PCA, then the same linear probe), optionally each image's intensity "
+        "statistics (mean, std and percentiles, then the same linear probe) and the same "
+        "architecture trained from scratch on the same labelled subset.",
     ]
 
 

@@ -3,7 +3,7 @@
 1. Resolve the encoder (run directory, ``encoder.pt`` or ``random``) and the data settings.
 2. Keep the labelled ``train`` and evaluation-split rows; refuse leakage between them.
 3. Extract features once per encoder (cached): the encoder, the random-init encoder of the same
-   architecture, raw pixels.
+   architecture, raw pixels, intensity statistics.
 4. For each label fraction and seed: draw the labelled subset (stratified, by subject), fit the
    linear probe and the kNN, predict the evaluation items, aggregate them per unit, score.
    Optionally train the same architecture supervised from scratch on the same subset.
@@ -27,6 +27,8 @@ from mocomri.config import Config
 from mocomri.data.settings import AugmentConfig, DataConfig
 from mocomri.errors import DataError
 from mocomri.eval.baselines import (
+    INTENSITY_PERCENTILES,
+    IntensityStatistics,
     SupervisedBudget,
     predict_supervised,
     raw_pixel_encoder,
@@ -50,7 +52,7 @@ from mocomri.eval.scoring import score, summarise
 
 UNITS = ("item", "scan", "subject")
 UNIT_ALIASES = {"slice": "item", "image": "item"}
-BASELINES = ("random_init", "raw_pixels", "supervised")
+BASELINES = ("random_init", "raw_pixels", "intensity_stats", "supervised")
 ENCODER_METHOD = "moco"
 
 
@@ -114,7 +116,7 @@ def run_probe(
         out_dir: where the report, metrics, plots and the feature cache go.
         label_fractions: shares of labelled training subjects, each in (0, 1].
         seeds: draws of each label fraction (and probe CV seeds).
-        baselines: any of ``random_init``, ``raw_pixels``, ``supervised``. The random-init
+        baselines: any of ``random_init``, ``raw_pixels``, ``intensity_stats``, ``supervised``. The random-init
             encoder is always run beside a pretrained one: no number without its baseline.
         unit: ``item`` (each slice or image; alias ``slice``), ``scan`` (item probabilities
             averaged per manifest row) or ``subject`` (averaged per subject).
@@ -126,7 +128,8 @@ def run_probe(
         ``leakage``, ``classes``, ``methods[method][str(fraction)][metric]`` with ``mean``,
         ``std``, ``per_seed`` and ``ci`` (the 95% bootstrap interval of seed 0), and
         ``confusion``. Methods: ``moco``, ``moco_knn``, ``random_init``, ``random_init_knn``,
-        ``raw_pixels``, ``supervised`` (those that ran); fractions are keyed ``str(float(f))``.
+        ``raw_pixels``, ``intensity_stats``, ``supervised`` (those that ran); fractions are keyed
+        ``str(float(f))``.
 
     Raises:
         LeakageError: a test item shares a subject or a sha1 with a training item.
@@ -223,6 +226,8 @@ def _methods(source: EncoderSource, baselines: Sequence[str]) -> list[str]:
     methods += ["random_init", "random_init_knn"]
     if "raw_pixels" in baselines:
         methods.append("raw_pixels")
+    if "intensity_stats" in baselines:
+        methods.append("intensity_stats")
     if "supervised" in baselines:
         methods.append("supervised")
     return methods
@@ -320,6 +325,7 @@ def _all_features(
             lambda: random_source.build(seed=options.encoder_seed)[0],
         ),
         "raw_pixels": (f"raw_pixels:{spatial_dims}", lambda: raw_pixel_encoder(spatial_dims)),
+        "intensity_stats": (f"intensity_stats:{INTENSITY_PERCENTILES}", IntensityStatistics),
     }
     data_key = {k: v for k, v in dataclasses.asdict(data_cfg).items() if k not in ("num_workers", "cache_dir")}
     needed = {METHODS[m].features for m in methods}
@@ -408,6 +414,7 @@ METHODS: dict[str, Method] = {
     "random_init": Method("random_init", _fit_linear),
     "random_init_knn": Method("random_init", _fit_knn),
     "raw_pixels": Method("raw_pixels", _fit_linear, pca=True),
+    "intensity_stats": Method("intensity_stats", _fit_linear),
     "supervised": Method(None, _fit_supervised),
 }
 
