@@ -51,7 +51,12 @@ def main() -> None:
         timed("F.affine_grid", lambda: F.affine_grid(theta, [b, 1, *size], align_corners=False), args.calls)
         timed("grid by broadcasting", lambda: _affine_grid(affines, size), args.calls)
         timed("grid_sample", lambda: F.grid_sample(x, grid, padding_mode="border", align_corners=False), args.calls)
-        timed("resample (grid + sample)", lambda: resample(x, affines, size), args.calls)
+        timed("resample, rotated (grid + sample)", lambda: resample(x, affines, size), args.calls)
+        # A whole-pixel crop (72 of 96 px, centred), as the views snap them: crop + interpolate in 3D.
+        straight = view_affines(torch.full((b, d), 0.75, dtype=f64), torch.zeros(b, d, dtype=f64),
+                                torch.zeros(b, 1 if d == 2 else 3, dtype=f64), torch.ones(b, dtype=f64),
+                                torch.zeros(b, dtype=torch.long)).float()
+        timed("resample, crop without rotation", lambda: resample(x, straight, size), args.calls)
         y = resample(x, affines, size)
         flat = y.flatten(1)
         timed("torch.std_mean", lambda: torch.std_mean(flat, 1, correction=0), args.calls)
@@ -70,6 +75,8 @@ def main() -> None:
         family, flip = torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long)
         seeds = iter(range(10**6))
         timed("BatchViews, a pair of views", lambda: views(x.half(), family, flip, next(seeds)), max(3, args.calls // 2))
+        crop = BatchViews(AugmentConfig(preset="crop"), ["t1"], size)
+        timed("same, preset crop", lambda: crop(x.half(), family, flip, next(seeds)), max(3, args.calls // 2))
 
 
 if __name__ == "__main__":

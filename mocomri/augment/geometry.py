@@ -8,9 +8,11 @@ reads the working image at::
 ``half`` and ``centre`` are the crop box (half-sides and centre, in the working image's
 normalised units), ``R`` a small rotation, ``zoom`` an isotropic scale, ``F`` the left-right flip,
 ``elastic`` an optional smooth displacement. The working images are square (cubic), so one unit
-is the same length on every axis. ``torch.nn.functional.affine_grid`` and ``grid_sample`` do the
-rest for the whole batch, on any device. Samples outside the image take the border's value
-(the background, for padded scans).
+is the same length on every axis. Crop boxes cover whole pixels (:func:`snap_boxes`), as
+MONAI's crops do. ``grid_sample`` resamples the whole batch, on any device; on the CPU, where
+its 3D kernel is a scalar loop, an unrotated volume is cut out and resized with
+``F.interpolate`` instead (the same sampling, 10-15x faster). Samples outside the image take
+the border's value (the background, for padded scans).
 
 Everything here is in spatial-axis order (the order of the tensor's axes after ``(B, C)``);
 ``grid_sample`` wants its coordinates reversed (x = the last axis), which :func:`resample` does.
@@ -106,27 +108,114 @@ def elastic_displacement(
     return field.movedim(1, -1)
 
 
+def snap_boxes(half: torch.Tensor, centre: torch.Tensor, working: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moves crop boxes onto the working image's pixel grid: whole-pixel sides and starts.
+
+    A box then covers whole pixels, as MONAI's ``RandSpatialCrop`` does, and a view without
+    rotation is exactly a crop of the image resized (:func:`resample`). The box moves by at most
+    half a pixel; its side stays within 1 pixel of the one drawn, and inside the image.
+
+    Shape: half, centre: (B, d) in normalised units; working: the image's d sides -> the same.
+    """
+    sides = torch.tensor(working, dtype=half.dtype)
+    length = (half * sides).round().clamp(min=1).minimum(sides)  # pixels
+    start = (((centre + 1) * sides - length) / 2).round().clamp(min=0).minimum(sides - length)
+    return length / sides, (2 * start + length) / sides - 1
+
+
 def resample(
     images: torch.Tensor,
     affines: torch.Tensor,
     size: tuple[int, ...],
     displacement: torch.Tensor | None = None,
+    source: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Samples every item through its affine (plus a displacement) with bilinear/trilinear interpolation.
 
+    On the CPU, a volume whose affine is a crop of whole pixels inside the image with no
+    rotation and no displacement (what :func:`snap_boxes` makes of an unrotated view) is cut out
+    and resized with ``F.interpolate``: the crop-then-``Resize`` of MONAI's per-item pipeline,
+    equal to ``grid_sample``'s sampling but at the outermost half pixel of an enlarged crop
+    (which interpolate holds at the crop's edge, ``grid_sample`` reads from beyond it). The 3D
+    ``grid_sample`` CPU kernel is a scalar loop, 10-15x slower per volume (BENCHMARKS.md).
+    Everything else (2D, whose ``grid_sample`` is vectorised; rotated, zoomed-out or warped
+    volumes; any GPU) goes through ``grid_sample``.
+
     Args:
-        images: the working images. Shape: (B, C, *W).
+        images: the working images, any float dtype. Shape: (N, C, *W).
         affines: from :func:`view_affines`, in spatial-axis order. Shape: (B, d, d + 1).
         size: the output's spatial sides S.
-        displacement: added to the sampling positions, spatial-axis order. Shape: (B, *S, d).
+        displacement: added to the sampling positions, spatial-axis order; None for none.
+            Shape: (B, *S, d).
+        source: the row of ``images`` each output item reads (host int64); None: item k reads
+            row k (then N = B). Shape: (B,).
 
     Returns:
-        (B, C, *S).
+        (B, C, *S), float32 (or ``images``' dtype when wider).
     """
-    grid = _affine_grid(affines.to(images.dtype), size)  # (B, *S, d), already in grid_sample's order
+    b, d = affines.shape[0], len(size)
+    dtype = torch.promote_types(images.dtype, torch.float32)
+    source = torch.arange(b) if source is None else source.cpu()
+    boxes = _crops(affines, images.shape[2:], displacement) if d == 3 and images.device.type == "cpu" else {}
+    rest = [k for k in range(b) if k not in boxes]
+    if not boxes:
+        return _grid_sample(images, affines, size, displacement, source, dtype)
+    out = torch.empty((b, images.shape[1], *size), dtype=dtype, device=images.device)
+    for k, (start, length, flipped) in boxes.items():
+        crop = (int(source[k]), None, slice(None), *[slice(a, a + n) for a, n in zip(start, length)])
+        item = F.interpolate(images[crop].to(dtype), size=size, mode="trilinear", align_corners=False)
+        out[k] = (item.flip(flipped) if flipped else item)[0]
+    if rest:
+        rows = torch.tensor(rest)
+        sampled = _grid_sample(images, affines, size, displacement, source, dtype, rows)
+        out.index_copy_(0, rows.to(images.device), sampled)
+    return out
+
+
+def _grid_sample(
+    images: torch.Tensor,
+    affines: torch.Tensor,
+    size: tuple[int, ...],
+    displacement: torch.Tensor | None,
+    source: torch.Tensor,
+    dtype: torch.dtype,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`resample` by ``grid_sample``, for the output items ``rows`` (host int64; None: all)."""
+    if rows is not None:
+        on_device = rows.to(images.device)
+        affines = affines.index_select(0, on_device)
+        displacement = None if displacement is None else displacement.index_select(0, on_device)
+        source = source[rows]
+    grid = _affine_grid(affines.to(dtype), size)  # (n, *S, d), already in grid_sample's order
     if displacement is not None:
         grid = grid + displacement.flip(-1)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    identity = len(source) == images.shape[0] and torch.equal(source, torch.arange(len(source)))
+    picked = images if identity else images.index_select(0, source.to(images.device))
+    return F.grid_sample(picked.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _crops(
+    affines: torch.Tensor, working: tuple[int, ...], displacement: torch.Tensor | None
+) -> dict[int, tuple[list[int], list[int], list[int]]]:
+    """The items whose affine is a whole-pixel crop inside the image: item -> (start, length, flipped axes)."""
+    d = len(working)
+    theta = affines.detach().to("cpu", torch.float64)
+    linear, offset = theta[:, :, :d], theta[:, :, d]
+    scale = torch.diagonal(linear, dim1=1, dim2=2)  # (B, d)
+    sides = torch.tensor(working, dtype=torch.float64)
+    length = scale.abs() * sides
+    start = ((offset + 1) * sides - length) / 2
+    whole = ((length - length.round()).abs() < 1e-3) & ((start - start.round()).abs() < 1e-3)
+    inside = (start.round() >= 0) & (start.round() + length.round() <= sides) & (length.round() >= 1)
+    diagonal = (linear - torch.diag_embed(scale)).abs().flatten(1).amax(1) == 0
+    ok = diagonal & (whole & inside).all(1)
+    if displacement is not None:
+        ok &= (displacement.detach().flatten(1) == 0).all(1).cpu()
+    return {
+        k: (start[k].round().long().tolist(), length[k].round().long().tolist(), (scale[k] < 0).nonzero()[:, 0].add(2).tolist())
+        for k in ok.nonzero()[:, 0].tolist()
+    }
 
 
 def _affine_grid(affines: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import torch
 
 from mocomri.augment import artefacts
-from mocomri.augment.geometry import elastic_displacement, resample, view_affines
+from mocomri.augment.geometry import elastic_displacement, resample, snap_boxes, view_affines
 from mocomri.data.settings import AugmentConfig
 
 ELASTIC_CONTROL_POINTS = 5  # per axis: control points every quarter of the view's side
@@ -77,14 +77,14 @@ class BatchViews:
         self, images: torch.Tensor, family: torch.Tensor, flip_axis: torch.Tensor, seed: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Two views of every item; see the class docstring."""
-        images = images.float()
         g = torch.Generator().manual_seed(int(seed) % 2**63)
         device_seed = int(torch.randint(0, 2**62, (1,), generator=g))
         gd = torch.Generator(device=images.device).manual_seed(device_seed)
         family, flip_axis = family.cpu(), flip_axis.cpu()
         # Both views in one pass over a batch of 2B: half the operations to launch, the same work.
         b = images.shape[0]
-        views = self.view(torch.cat([images, images]), family.repeat(2), flip_axis.repeat(2), g, gd)
+        source = torch.arange(2 * b) % b  # view k reads image k mod B
+        views = self.view(images, family.repeat(2), flip_axis.repeat(2), g, gd, source)
         return views[:b], views[b:]
 
     def view(
@@ -94,9 +94,14 @@ class BatchViews:
         flip_axis: torch.Tensor,
         g: torch.Generator,
         gd: torch.Generator,
+        source: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One view of every item, drawing parameters from ``g`` (CPU) and noise from ``gd`` (device)."""
-        b, d = images.shape[0], self.spatial_dims
+        """One view of every item, drawing parameters from ``g`` (CPU) and noise from ``gd`` (device).
+
+        ``family`` and ``flip_axis`` describe the B views; view k is made of ``images[source[k]]``
+        (``source`` a host int64 tensor; None: of ``images[k]``).
+        """
+        b, d = family.shape[0], self.spatial_dims
         device = images.device
 
         def param(name: str) -> torch.Tensor:
@@ -118,6 +123,7 @@ class BatchViews:
             stretch = torch.exp((2 * uniform(b, d) - 1) * log_aspect / 2)  # (B, d)
             half = (side.unsqueeze(1) * stretch).clamp(max=1.0)
             centre = (2 * uniform(b, d) - 1) * (1 - half)
+        half, centre = snap_boxes(half, centre, tuple(images.shape[2:]))  # whole pixels, as MONAI's crops
         full = self.preset == "mri"
         n_angles = 1 if d == 2 else 3
         turned = (uniform(b) < param("affine_prob")) if full else torch.zeros(b, dtype=torch.bool)
@@ -134,7 +140,7 @@ class BatchViews:
                 magnitude = between(param("elastic_magnitude")) * warped
                 coarse = torch.randn((b, d, *[ELASTIC_CONTROL_POINTS] * d), generator=gd, device=device)
                 displacement = elastic_displacement(coarse, self.size, magnitude.to(device, torch.float32))
-        x = resample(images, affines, self.size, displacement)  # (B, C, *size)
+        x = resample(images, affines, self.size, displacement, source)  # (B, C, *size), float32
         if not full:
             return artefacts.normalize(x)
 
