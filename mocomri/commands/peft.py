@@ -76,16 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from pathlib import Path
+    from mocomri.peft.inputs import resolve_config
 
-    from mocomri.config import load_config
-
-    path = args.config
-    if path is None and args.encoder and args.encoder != "random":
-        encoder = Path(args.encoder)
-        candidate = (encoder if encoder.is_dir() else encoder.parent) / "config.yaml"
-        path = candidate if candidate.is_file() else None
-    return load_config(path, args.set) if (path or args.set) else None
+    return resolve_config(args.encoder, args.config, args.set)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -105,7 +105,7 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
 def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Path, val_manifest: str | Path,
                           config: Config | None, grid: Sequence[float], device: str) -> tuple[float, list[dict]]:
     from mocomri.eval.metrics import classification_metrics
-    from mocomri.peft.evaluate import head_for, predict
+    from mocomri.peft.evaluate import module_proba
     from mocomri.peft.inputs import labelled_items, load_base
 
     base = load_base(encoder, config)
@@ -116,10 +116,7 @@ def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Pa
     items = labelled_items(val_manifest, base.config, "val", heads[0].labels if len(heads) == 1 else None)
 
     def accuracy(lam: float) -> float:
-        composed = compose(operation, pems, lam)
-        head = head_for(composed, items.label_names)
-        order = [head.labels.index(name) for name in items.label_names]
-        proba = predict(composed, base, head, items, device=device)[:, order]  # (N, K)
+        proba = module_proba(compose(operation, pems, lam), base, items, device=device)  # (N, K)
         return classification_metrics(items.labels, proba)["accuracy"]
 
     return choose_lambda(accuracy, grid)

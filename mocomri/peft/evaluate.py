@@ -39,29 +39,55 @@ def predict(pem: PEM, base: Base, head: Head, items: LabelledItems, batch_size: 
     Shape:
         returns: (N, K) in the order of ``head.labels``
     """
+    return predict_with(merged_encoder(pem, base.encoder), head, items, batch_size, device)
+
+
+def predict_with(encoder: torch.nn.Module, head: Head, items: LabelledItems, batch_size: int = 64,
+                 device: str = "auto") -> np.ndarray:
+    """Class probabilities of every item: ``head`` on ``encoder``'s pooled features (eval mode).
+
+    Shape:
+        returns: (N, K) in the order of ``head.labels``
+    """
     from mocomri.eval.features import extract_features
 
-    merged = merged_encoder(pem, base.encoder)
-    features = torch.from_numpy(extract_features(merged, items.dataset, batch_size=batch_size, device=device))  # (N, F)
+    features = torch.from_numpy(extract_features(encoder, items.dataset, batch_size=batch_size, device=device))  # (N, F)
     logits = features @ head.weight.T.float() + head.bias.float()  # (N, K)
     return torch.softmax(logits, dim=1).numpy()
 
 
-def evaluate(pem: PEM, base: Base, items: LabelledItems, *, n_boot: int = 1000, seed: int = 0,
-             batch_size: int = 64, device: str = "auto") -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro F1 and AUROC of the module's head, with 95% CIs.
+def module_proba(pem: PEM, base: Base, items: LabelledItems, *, batch_size: int = 64,
+                 device: str = "auto") -> np.ndarray:
+    """The probabilities of the module's head for ``items``' classes, in ``items.label_names`` order.
+
+    Shape:
+        returns: (N, K) with K = len(items.label_names)
+    """
+    head = head_for(pem, items.label_names)
+    order = [head.labels.index(name) for name in items.label_names]
+    return predict(pem, base, head, items, batch_size, device)[:, order]
+
+
+def score(items: LabelledItems, proba: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro F1 and AUROC of ``proba`` on ``items``, with 95% CIs.
 
     The bootstrap resamples subjects (:func:`mocomri.eval.bootstrap.bootstrap_metrics`).
+
+    Shape:
+        proba: (N, K) in ``items.label_names`` order
     """
     from mocomri.eval.bootstrap import bootstrap_metrics
     from mocomri.eval.metrics import classification_metrics
 
-    head = head_for(pem, items.label_names)
-    order = [head.labels.index(name) for name in items.label_names]
-    proba = predict(pem, base, head, items, batch_size, device)[:, order]  # (N, K) in items' label order
     point = classification_metrics(items.labels, proba)
     ci = bootstrap_metrics(items.labels, proba, groups=items.subjects, n_boot=n_boot, seed=seed)
     return {m: {"value": point[m], "ci95": list(ci[m])} for m in point} | {"n_items": int(len(items.labels))}
+
+
+def evaluate(pem: PEM, base: Base, items: LabelledItems, *, n_boot: int = 1000, seed: int = 0,
+             batch_size: int = 64, device: str = "auto") -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro F1 and AUROC of the module's head, with 95% CIs (:func:`score`)."""
+    return score(items, module_proba(pem, base, items, batch_size=batch_size, device=device), n_boot=n_boot, seed=seed)
 
 
 def evaluate_file(module: str | Path, encoder: str | Path, manifest: str | Path, *, split: str = "test",

@@ -36,6 +36,24 @@ def load_base(encoder: str | Path, config: Config | None = None, seed: int = 0) 
     return Base(backbone.eval(), feature_dim, cfg, source)
 
 
+def resolve_config(encoder: str | Path | None, config: str | Path | None = None,
+                   overrides: list[str] | None = None) -> Config | None:
+    """The config a command works with: ``config``, else the encoder's run ``config.yaml``, with ``overrides``.
+
+    Returns:
+        None when there is neither a file nor an override (:func:`load_base` then takes the run's
+        config, or the defaults).
+    """
+    from mocomri.config import load_config
+
+    path = config
+    if path is None and encoder and str(encoder) != "random":
+        encoder = Path(encoder)
+        candidate = (encoder if encoder.is_dir() else encoder.parent) / "config.yaml"
+        path = candidate if candidate.is_file() else None
+    return load_config(path, overrides) if (path or overrides) else None
+
+
 @dataclass
 class LabelledItems:
     """The labelled items of one split, in dataset order.

@@ -24,7 +24,7 @@ from torch import nn
 from mocomri.config import Config
 from mocomri.files import file_digest
 from mocomri.peft.encoder import PEMEncoder
-from mocomri.peft.inputs import load_base, labelled_items
+from mocomri.peft.inputs import LabelledItems, labelled_items, load_base
 from mocomri.peft.module_file import PEM, Head
 from mocomri.peft.spec import PEMSpec, default_targets
 
@@ -104,21 +104,47 @@ def _batches(dataset, batch_size: int, seed: int, collate=None):
 def _train_ce(wrapped: PEMEncoder, feature_dim: int, manifest: str | Path, config: Config,
               options: TrainOptions, device: torch.device) -> Head:
     items = labelled_items(manifest, config, "train")
+    return train_ce(wrapped, wrapped.trainable_parameters(), feature_dim, items, options, device)
+
+
+def ce_step(model: nn.Module, head: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+            labels: torch.Tensor) -> torch.Tensor:
+    """One cross-entropy step of ``head(model(images))``: the step that module training and full
+    fine-tuning run and ``benchmarks/peft_cost.py`` times.
+
+    Shape:
+        images: (B, C, *S)  labels: (B,)  returns: () the loss, detached
+    """
+    logits = head(model(images))  # (B, K)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_ce(model: nn.Module, parameters: list[nn.Parameter], feature_dim: int, items: LabelledItems,
+             options: TrainOptions, device: torch.device) -> Head:
+    """Trains ``parameters`` of ``model`` and a new linear head with cross-entropy on ``items``.
+
+    The inputs are the evaluation dataset's deterministic ones (no augmentation); batches are
+    drawn with replacement, seeded by ``options.seed``, for ``options.steps`` steps. ``model``
+    is put in train mode (a :class:`PEMEncoder` keeps its BatchNorm in eval mode) and left in
+    eval mode. Module training passes the module's parameters, full fine-tuning all of them.
+
+    Returns:
+        The head, on the CPU.
+    """
     labels = torch.as_tensor(items.labels)
     head = nn.Linear(feature_dim, len(items.label_names)).to(device)
-    optimizer = torch.optim.AdamW([*wrapped.trainable_parameters(), *head.parameters()],
-                                  lr=options.lr, weight_decay=options.weight_decay)
+    optimizer = torch.optim.AdamW([*parameters, *head.parameters()], lr=options.lr, weight_decay=options.weight_decay)
     indexed = _Indexed(items.dataset)
     batches = _batches(indexed, min(options.batch_size, len(indexed)), options.seed)
-    wrapped.train()
+    model.train()
     for _ in range(options.steps):
         index, images = next(batches)  # images: (B, C, *S)
-        logits = head(wrapped(images.to(device)))  # (B, K)
-        loss = F.cross_entropy(logits, labels[index].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    wrapped.eval()
+        ce_step(model, head, optimizer, images.to(device), labels[index].to(device))
+    model.eval()
     return Head(items.label_names, head.weight.detach().cpu(), head.bias.detach().cpu())
 
 
