@@ -67,6 +67,11 @@ class FakeViewDataset(FakeEvalDataset):
 
 @pytest.fixture
 def cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    return make_cohort(tmp_path, monkeypatch)
+
+
+def make_cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A run directory (tiny encoder and config) and a manifest of fake items, the data layer patched."""
     monkeypatch.setattr(datasets, "build_eval_dataset", FakeEvalDataset)
     monkeypatch.setattr(datasets, "build_pretrain_dataset", FakeViewDataset)
     rows = []
@@ -78,12 +83,16 @@ def cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]
                                         split, hashlib.sha1(subject.encode()).hexdigest()))
     manifest = tmp_path / "manifest.csv"
     write_manifest(Manifest(tmp_path, rows), manifest)
-    run = tmp_path / "run"
+    return tiny_run(tmp_path / "run", TINY), manifest
+
+
+def tiny_run(run: Path, config: Config) -> Path:
+    """A run directory: ``config`` and a width-4 ResNet-18 ``encoder.pt`` (seed 0)."""
     run.mkdir()
-    save_config(TINY, run / "config.yaml")
+    save_config(config, run / "config.yaml")
     torch.manual_seed(0)
     torch.save(create_encoder("resnet18", in_channels=1, width=4)[0].state_dict(), run / "encoder.pt")
-    return run, manifest
+    return run
 
 
 def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path) -> None:
