@@ -1,0 +1,95 @@
+"""tools/peft_experiments.py --quick end to end on a tiny cohort of PNG images, and its resumption.
+
+The data pipeline, encoder, modules, arithmetic and scoring are all real; the images are 32 px
+drawings (a bright disc, the 'head', and a square whose corner depends on the class) and the
+encoder a width-4 ResNet-18 at 16 px, so the run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mocomri.config import Config, ModelConfig, MocoConfig
+from mocomri.data.manifest import Manifest, ManifestRow, write_manifest
+from mocomri.data.settings import DataConfig
+from test_peft_cli import tiny_run
+from tools.peft_experiments import subset
+from tools.peft_experiments import main as run_experiments
+
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+
+
+def _image(rng: np.random.Generator, c: int) -> np.ndarray:
+    yy, xx = np.mgrid[:32, :32]
+    image = np.where((yy - 16) ** 2 + (xx - 16) ** 2 < 14**2, 90.0, 5.0) + rng.normal(0, 5, (32, 32))
+    y, x = 6 + 12 * (c // 2), 6 + 12 * (c % 2)
+    image[y : y + 8, x : x + 8] += 120
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for c, label in enumerate(CLASSES):
+        for split, n in (("train", 6), ("val", 3), ("test", 3)):
+            for s in range(n):
+                name = f"{split}-{label}-{s}"
+                Image.fromarray(_image(rng, c)).save(tmp_path / f"{name}.png")
+                rows.append(ManifestRow(f"{name}.png", name, modality="T1c", label=label, split=split))
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(Manifest(tmp_path, rows), manifest)
+    config = Config(model=ModelConfig(name="resnet18", width=4), moco=MocoConfig(proj_hidden_dim=16, proj_dim=8),
+                    data=DataConfig(kind="images2d", image_size=16, num_workers=0, cache_dir=str(tmp_path / "cache")))
+    return tiny_run(tmp_path / "run", config), manifest
+
+
+def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tuple[Path, Path], tmp_path: Path) -> None:
+    run, manifest = cohort
+    out = tmp_path / "out"
+    args = ["--encoder", str(run), "--manifest", str(manifest), "--out", str(out), "--quick", "--seeds", "0",
+            "--device", "cpu"]
+    assert run_experiments(args) == 0
+    for name in ("distribution", "multitask", "domain"):
+        for suffix in (".json", ".md", "_lambda.png"):
+            assert (out / f"{name}{suffix}").is_file(), name + suffix
+    modules = sorted(p.stem for p in (out / "modules").glob("*.safetensors"))
+    per_kind = ["half_a", "half_b", "presence", "source_ssl", "target_ssl", "type", "union"]
+    assert modules == sorted([f"ia3_s0_{m}" for m in per_kind] + [f"lora_s0_{m}" for m in per_kind]
+                             + ["lora_s0_half_b_init1000"])  # the domain experiment reuses the union modules
+
+    distribution = json.loads((out / "distribution.json").read_text())
+    accuracy = distribution["sections"]["test accuracy"]
+    for kind in ("lora", "ia3"):
+        for row in ("half A", "half B", "merged", "union", "mean of halves"):
+            low, high = accuracy[f"{row} | {kind}"]["seeds"]["0"]["ci95"]
+            assert 0 <= low <= accuracy[f"{row} | {kind}"]["seeds"]["0"]["value"] <= high <= 1, (row, kind)
+        assert distribution["sections"]["λ"][f"λ (same init) | {kind}"]["seeds"]["0"]["value"] in (0.0, 0.5, 1.0)
+        assert [p["lambda"] for p in distribution["curves"][kind]["same init"]["0"]] == [0.0, 0.5, 1.0]
+    assert {"linear probe | —", "full fine-tuning | —", "merged, different init | lora"} <= set(accuracy)
+    assert {b["kind"] for b in distribution["bars"]} == {"lora", "ia3"}
+    domain = json.loads((out / "domain.json").read_text())
+    assert {"analogy on target | ia3", "source-only module on source | lora", "linear probe on target | —"} <= set(
+        domain["sections"]["test accuracy"])
+    target = (out / "data" / "target" / "manifest.csv").read_text()
+    assert target.count(".png") == 48
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()}
+    assert run_experiments(args + ["--experiments", "distribution"]) == 0
+    assert json.loads((out / "distribution.json").read_text())["seconds"] == {}  # nothing trained again
+    assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
+
+
+def test_subset__single_image_subjects_per_split_and_class() -> None:
+    rows = [ManifestRow(f"{s}-{i}.png", s, label=label, split=split)
+            for split in ("train", "test") for label in ("a", "b")
+            for s, n in ((f"{split}{label}1", 1), (f"{split}{label}2", 2), (f"{split}{label}3", 1), (f"{split}{label}4", 1))
+            for i in range(n)]
+    kept = subset(Manifest(Path("."), rows), per_class=2)
+    assert [r.subject for r in kept.rows] == ["testa1", "testa3", "testb1", "testb3", "traina1", "traina3",
+                                              "trainb1", "trainb3"]

@@ -1,0 +1,359 @@
+"""The composition experiments on brain-tumour MRI (Zhang et al. 2023, arXiv:2306.14870): merging
+modules trained on label-skewed halves, merging a tumour-presence and a tumour-type module, and
+domain transfer by analogy, for LoRA and (IA)³ over seeds, beside the linear probe and full
+fine-tuning. docs/peft.md states what each measures and its bar.
+
+    .venv/bin/python tools/peft_experiments.py --encoder /work/runs/A_crop100 --out runs/peft \
+        --kinds lora,ia3 --seeds 0,1,2
+    .venv/bin/python tools/peft_experiments.py --encoder /work/runs/A_crop100 --out /tmp/peft_quick --quick
+
+1. ``distribution``: the labelled training subjects split in two with opposite label skews (80% of
+   glioma and meningioma images and 20% of notumor and pituitary, and the complement); one
+   module per half, merged by λ-addition with λ chosen on val; beside each half, their mean, a
+   module on the union, and (LoRA) the merge of halves initialised from different seeds.
+2. ``multitask``: tumour vs no tumour ('notumor' against the three tumour classes) and tumour type
+   (the three tumour classes, on tumour images only); one module each, merged (both heads kept),
+   λ chosen on the mean of the two val accuracies; beside it each module used for both tasks.
+3. ``domain``: the target domain is the same images through a fixed synthetic scanner shift
+   (:mod:`mocomri.peft.shift`: bias field, contrast, Rician noise), stated as such. MoCo modules
+   on the unlabelled source and target training images; the target classifier is
+   ``λ θ_source_cls ⊕ (1 − λ)(θ_target_ssl ⊖ θ_source_ssl)`` with ``θ_source_cls`` the union module
+   of (1) and λ chosen on the labelled target val split (as the paper tunes on dev data).
+
+Every accuracy is on a test split, with a 95% bootstrap CI by subject; differences are paired
+(:mod:`mocomri.peft.compare`). Modules train on the encoder frozen by the library
+(:func:`mocomri.peft.train.train_module`); full fine-tuning runs the same loop and step count
+(:func:`mocomri.peft.baselines.fine_tune`). Into ``--out``: ``data/`` (derived manifests, the
+shifted images), ``modules/`` and ``baselines/`` (one file each, reused when present: an
+interrupted run resumes), and per experiment ``<name>.json``, ``<name>.md``, ``<name>_lambda.png``.
+``--quick`` runs everything on a few single-image subjects per class for a few steps: a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mocomri.data.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
+from mocomri.eval.metrics import classification_metrics  # noqa: E402
+from mocomri.peft import PEM, PEMSpec, add, analogy, load_pem, save_pem  # noqa: E402
+from mocomri.peft.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
+from mocomri.peft.compare import accuracy_contrast  # noqa: E402
+from mocomri.peft.compose import DEFAULT_GRID, choose_lambda  # noqa: E402
+from mocomri.peft.evaluate import module_proba, predict_with, score  # noqa: E402
+from mocomri.peft.inputs import LabelledItems, labelled_items, load_base, resolve_config  # noqa: E402
+from mocomri.peft.report import Results  # noqa: E402
+from mocomri.peft.shift import ScannerShift, shift_manifest  # noqa: E402
+from mocomri.peft.subsets import label_skewed_halves, relabel  # noqa: E402
+from mocomri.peft.train import TrainOptions, train_module  # noqa: E402
+
+EXPERIMENTS = ("distribution", "multitask", "domain")
+FAVOURED = ("glioma", "meningioma")  # the first half's 80% classes; the second half's are the other two
+PRESENCE = {"glioma": "tumor", "meningioma": "tumor", "pituitary": "tumor", "notumor": "notumor"}
+TYPE = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary", "notumor": None}
+DIFFERENT_INIT = 1000  # the different-init half B module is initialised from seed + this
+
+
+@dataclass
+class Budget:
+    """Steps and statistics of a run; the same for every module, so the comparisons are at equal cost."""
+
+    steps: int = 600  # cross-entropy steps of every module and of full fine-tuning
+    moco_steps: int = 600  # MoCo steps of the domain modules
+    batch_size: int = 32
+    moco_batch_size: int = 64
+    lr: float = 1e-3  # module and head (AdamW)
+    finetune_lr: float = 1e-4  # full fine-tuning moves every weight: a smaller step
+    n_boot: int = 1000
+    grid: tuple[float, ...] = DEFAULT_GRID
+    share: float = 0.8
+    subset: int = 0  # single-image subjects kept per split and class; 0 keeps the whole manifest
+
+
+QUICK = Budget(steps=3, moco_steps=3, batch_size=8, moco_batch_size=8, n_boot=50, grid=(0.0, 0.5, 1.0), subset=6)
+
+
+class Lab:
+    """What the experiments share: the base encoder, the data, the trained modules on disk, scoring."""
+
+    def __init__(self, args: argparse.Namespace, budget: Budget) -> None:
+        self.out, self.encoder, self.device, self.budget = Path(args.out), args.encoder, args.device, budget
+        self.base = load_base(args.encoder, resolve_config(args.encoder, args.config, args.set))
+        self.config = self.base.config
+        self.source = Path(args.manifest)
+        if budget.subset:
+            self.source = self.write("source", subset(read_manifest(self.source), budget.subset))
+        self.seconds: dict[str, float] = {}
+        self._items: dict[tuple, LabelledItems] = {}
+        self._probes: dict[tuple, object] = {}
+
+    def settings(self) -> dict:
+        return {"encoder": str(self.encoder), "source manifest": str(self.source), "device": self.device,
+                "budget": dataclasses.asdict(self.budget)}
+
+    def write(self, name: str, manifest: Manifest) -> Path:
+        path = self.out / "data" / f"{name}.csv"
+        write_manifest(manifest, path)
+        return path
+
+    def items(self, manifest: Path, split: str) -> LabelledItems:
+        """A split's labelled items, classes in the order of the manifest's training classes."""
+        key = (str(manifest), split)
+        if key not in self._items:
+            classes = tuple(read_manifest(manifest).select("train").labels())
+            self._items[key] = labelled_items(manifest, self.config, split, classes)
+        return self._items[key]
+
+    def module(self, name: str, manifest: Path, kind: str, seed: int, *, objective: str = "ce",
+               init_seed: int | None = None) -> PEM:
+        """The module file ``modules/<name>.safetensors``, trained first if it is not on disk."""
+        path = self.out / "modules" / f"{name}.safetensors"
+        if not path.is_file():
+            moco = objective == "moco"
+            spec = PEMSpec(kind, seed=seed if init_seed is None else init_seed)
+            options = TrainOptions(objective=objective, steps=self.budget.moco_steps if moco else self.budget.steps,
+                                   batch_size=self.budget.moco_batch_size if moco else self.budget.batch_size,
+                                   lr=self.budget.lr, seed=seed, device=self.device)
+            start = time.perf_counter()
+            save_pem(train_module(self.encoder, manifest, spec, self.config, options), path)
+            self.seconds[name] = time.perf_counter() - start
+            print(f"  trained {name} in {self.seconds[name]:.0f} s", flush=True)
+        return load_pem(path)
+
+    def baselines(self, results: Results, section: str, name: str, manifest: Path, seed: int,
+                  tests: dict[str, LabelledItems]) -> None:
+        """The linear probe and full fine-tuning trained on ``manifest``, scored on each of ``tests``."""
+        path = self.out / "baselines" / f"fine_tuned_{name}_s{seed}.pt"
+        if not path.is_file():
+            start = time.perf_counter()
+            options = TrainOptions(steps=self.budget.steps, batch_size=self.budget.batch_size,
+                                   lr=self.budget.finetune_lr, seed=seed, device=self.device)
+            save_fine_tuned(fine_tune(self.encoder, manifest, self.config, options), path)
+            self.seconds[path.stem] = time.perf_counter() - start
+        tuned = load_fine_tuned(path)
+        model = tuned.build(self.base)
+        if (name, seed) not in self._probes:
+            self._probes[(name, seed)] = linear_probe(self.base, self.items(manifest, "train"), seed=seed,
+                                                      device=self.device)
+        for where, items in tests.items():
+            order = [tuned.head.labels.index(c) for c in items.label_names]
+            tuned_proba = predict_with(model, tuned.head, items, device=self.device)[:, order]
+            probe = probe_proba(self._probes[(name, seed)], self.base, items, device=self.device)
+            results.add(section, f"linear probe{where}", "—", seed, self.score(items, probe))
+            results.add(section, f"full fine-tuning{where}", "—", seed, self.score(items, tuned_proba))
+
+    def proba(self, pem: PEM, items: LabelledItems) -> np.ndarray:
+        return module_proba(pem, self.base, items, device=self.device)
+
+    def accuracy(self, pem: PEM, items: LabelledItems) -> float:
+        return classification_metrics(items.labels, self.proba(pem, items))["accuracy"]
+
+    def choose(self, val_score) -> tuple[float, list[dict]]:
+        return choose_lambda(val_score, self.budget.grid)
+
+    def score(self, items: LabelledItems, proba: np.ndarray) -> dict:
+        return score(items, proba, n_boot=self.budget.n_boot)["accuracy"]
+
+    def contrast(self, items: LabelledItems, probas: list[np.ndarray], weights: list[float]) -> dict:
+        return accuracy_contrast(items.labels, probas, weights, groups=items.subjects, n_boot=self.budget.n_boot)
+
+
+def subset(manifest: Manifest, per_class: int) -> Manifest:
+    """The first ``per_class`` single-image subjects of each split and class (by name): a small, fixed cohort."""
+    rows_of: dict[str, list] = {}
+    for row in manifest.rows:
+        rows_of.setdefault(row.subject, []).append(row)
+    kept, counts = [], {}
+    for subject in sorted(rows_of):
+        rows = rows_of[subject]
+        key = (rows[0].split, rows[0].label)
+        if len(rows) == 1 and rows[0].label and counts.get(key, 0) < per_class:
+            counts[key] = counts.get(key, 0) + 1
+            kept.append(rows[0])
+    return manifest.replace_rows(kept)
+
+
+def distribution(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
+    results = Results("distribution", "Modules trained on label-skewed halves of the training subjects "
+                      f"({lab.budget.share:.0%} of {' and '.join(FAVOURED)} and {1 - lab.budget.share:.0%} of the "
+                      "other classes, and the complement), merged by λ-addition; λ on val, accuracy on test (%).",
+                      seeds, lab.settings())
+    val, test = lab.items(lab.source, "val"), lab.items(lab.source, "test")
+    for seed in seeds:
+        halves = label_skewed_halves(read_manifest(lab.source), FAVOURED, lab.budget.share, seed)
+        paths = [lab.write(f"half_{h}_s{seed}", m) for h, m in zip("ab", halves)]
+        lab.baselines(results, "test accuracy", "source", lab.source, seed, {"": test})
+        for kind in kinds:
+            print(f"distribution: {kind}, seed {seed}", flush=True)
+            a, b = (lab.module(f"{kind}_s{seed}_half_{h}", p, kind, seed) for h, p in zip("ab", paths))
+            union = lab.module(f"{kind}_s{seed}_union", lab.source, kind, seed)
+            lam, curve = lab.choose(lambda x: lab.accuracy(add(a, b, x), val))
+            results.curve(kind, "same init", seed, curve)
+            probas = {"half A": lab.proba(a, test), "half B": lab.proba(b, test),
+                      "merged": lab.proba(add(a, b, lam), test), "union": lab.proba(union, test)}
+            results.add("λ", "λ (same init)", kind, seed, {"value": lam}, scale=1)
+            if kind == "lora":  # (IA)³ starts from ones whatever the seed: its inits never differ
+                other = lab.module(f"{kind}_s{seed}_half_b_init{seed + DIFFERENT_INIT}", paths[1], kind, seed,
+                                   init_seed=seed + DIFFERENT_INIT)
+                with warnings.catch_warnings():  # the different-seed warning is the point here
+                    warnings.simplefilter("ignore", UserWarning)
+                    lam2, curve2 = lab.choose(lambda x: lab.accuracy(add(a, other, x), val))
+                    probas["merged, different init"] = lab.proba(add(a, other, lam2), test)
+                results.curve(kind, "different init", seed, curve2)
+                results.add("λ", "λ (different init)", kind, seed, {"value": lam2}, scale=1)
+            for name, proba in probas.items():
+                results.add("test accuracy", name, kind, seed, lab.score(test, proba))
+            pa, pb, pm, pu = probas["half A"], probas["half B"], probas["merged"], probas["union"]
+            results.add("test accuracy", "mean of halves", kind, seed, lab.contrast(test, [pa, pb], [0.5, 0.5]))
+            gain = lab.contrast(test, [pm, pa, pb], [1, -0.5, -0.5])
+            gap = lab.contrast(test, [pu, pa, pb], [1, -0.5, -0.5])
+            results.add("differences (points)", "merged − mean of halves", kind, seed, gain)
+            results.add("differences (points)", "union − mean of halves", kind, seed, gap)
+            results.add("differences (points)", "share of the gap to the union closed (%)", kind, seed,
+                        {"value": gain["value"] / gap["value"] if gap["value"] else float("nan")})
+            if "merged, different init" in probas:
+                results.add("differences (points)", "same init − different init", kind, seed,
+                            lab.contrast(test, [pm, probas["merged, different init"]], [1, -1]))
+    for kind in kinds:
+        gains = results.values("differences (points)", "merged − mean of halves", kind)
+        lows = results.lows("differences (points)", "merged − mean of halves", kind)
+        results.bar(kind, "merged − mean of halves ≥ 2 points, every CI above 0",
+                    statistics.fmean(gains) >= 0.02 and min(lows) > 0,
+                    f"{100 * statistics.fmean(gains):+.1f} points on average; lowest CI end {100 * min(lows):+.1f}")
+    return results
+
+
+def multitask(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
+    results = Results("multitask", "A tumour-presence module (notumor vs the three tumour classes) and a "
+                      "tumour-type module (three classes, tumour images only), merged by λ-addition with both "
+                      "heads; λ on the mean of the two val accuracies; accuracy on each task's test split (%).",
+                      seeds, lab.settings())
+    source = read_manifest(lab.source)
+    tasks = {"presence": lab.write("task_presence", relabel(source, PRESENCE)),
+             "type": lab.write("task_type", relabel(source, TYPE))}
+    val = {t: lab.items(p, "val") for t, p in tasks.items()}
+    test = {t: lab.items(p, "test") for t, p in tasks.items()}
+    for seed in seeds:
+        for task, path in tasks.items():
+            lab.baselines(results, "test accuracy", task, path, seed, {f" on {task}": test[task]})
+        for kind in kinds:
+            print(f"multitask: {kind}, seed {seed}", flush=True)
+            presence, tumour_type = (lab.module(f"{kind}_s{seed}_{t}", p, kind, seed) for t, p in tasks.items())
+            lam, curve = lab.choose(lambda x: statistics.fmean(lab.accuracy(add(presence, tumour_type, x), val[t])
+                                                               for t in tasks))
+            results.curve(kind, "mean of tasks", seed, curve)
+            results.add("λ", "λ", kind, seed, {"value": lam}, scale=1)
+            probas = {}
+            for name, x in (("merged", lam), ("presence module for both", 1.0), ("type module for both", 0.0)):
+                composed = add(presence, tumour_type, x)
+                probas[name] = {t: lab.proba(composed, test[t]) for t in tasks}
+                scores = {t: lab.score(test[t], probas[name][t]) for t in tasks}
+                for t in tasks:
+                    results.add("test accuracy", f"{name} on {t}", kind, seed, scores[t])
+                results.add("test accuracy", f"{name}, mean of tasks", kind, seed,
+                            {"value": statistics.fmean(s["value"] for s in scores.values())})
+            own = {"presence": "presence module for both", "type": "type module for both"}
+            for t in tasks:
+                results.add("differences (points)", f"merged − own module on {t}", kind, seed,
+                            lab.contrast(test[t], [probas["merged"][t], probas[own[t]][t]], [1, -1]))
+    for kind in kinds:
+        merged = statistics.fmean(results.values("test accuracy", "merged, mean of tasks", kind))
+        best = max(statistics.fmean(results.values("test accuracy", f"{n}, mean of tasks", kind))
+                   for n in ("presence module for both", "type module for both"))
+        kept = min(m / o for t, n in (("presence", "presence module for both"), ("type", "type module for both"))
+                   for m, o in zip(results.values("test accuracy", f"merged on {t}", kind),
+                                   results.values("test accuracy", f"{n} on {t}", kind)))
+        results.bar(kind, "merged mean of tasks > best single module used for both; ≥ 95% of each own-module score",
+                    merged > best and kept >= 0.95,
+                    f"{100 * merged:.1f} vs {100 * best:.1f}; lowest share of an own-module score kept {100 * kept:.1f}%")
+    return results
+
+
+def domain(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
+    shift = ScannerShift()
+    results = Results("domain", "Domain transfer by analogy to a synthetic scanner shift of the same images "
+                      f"(bias field, gamma {shift.gamma}, Rician noise σ = {shift.noise_std}; mocomri/peft/shift.py): "
+                      "λ θ_source_cls ⊕ (1 − λ)(θ_target_ssl ⊖ θ_source_ssl), λ on the target val split; "
+                      "accuracy on the target and source test splits (%).", seeds, lab.settings())
+    target = lab.out / "data" / "target" / "manifest.csv"
+    if not target.is_file():  # written last: its presence means every shifted image is there
+        shifted = shift_manifest(read_manifest(lab.source), target.parent, shift)
+        write_manifest(shifted, target)
+    val = lab.items(target, "val")
+    tests = {" on target": lab.items(target, "test"), " on source": lab.items(lab.source, "test")}
+    for seed in seeds:
+        lab.baselines(results, "test accuracy", "source", lab.source, seed, tests)
+        for kind in kinds:
+            print(f"domain: {kind}, seed {seed}", flush=True)
+            source_cls = lab.module(f"{kind}_s{seed}_union", lab.source, kind, seed)  # the union module of (1)
+            source_ssl = lab.module(f"{kind}_s{seed}_source_ssl", lab.source, kind, seed, objective="moco")
+            target_ssl = lab.module(f"{kind}_s{seed}_target_ssl", target, kind, seed, objective="moco")
+            lam, curve = lab.choose(lambda x: lab.accuracy(analogy(source_cls, target_ssl, source_ssl, x), val))
+            results.curve(kind, "analogy", seed, curve)
+            results.add("λ", "λ", kind, seed, {"value": lam}, scale=1)
+            transferred = analogy(source_cls, target_ssl, source_ssl, lam)
+            for where, items in tests.items():
+                p_source, p_analogy = lab.proba(source_cls, items), lab.proba(transferred, items)
+                results.add("test accuracy", f"source-only module{where}", kind, seed, lab.score(items, p_source))
+                results.add("test accuracy", f"analogy{where}", kind, seed, lab.score(items, p_analogy))
+                results.add("differences (points)", f"analogy − source-only{where}", kind, seed,
+                            lab.contrast(items, [p_analogy, p_source], [1, -1]))
+    for kind in kinds:
+        gain = results.values("differences (points)", "analogy − source-only on target", kind)
+        lows = results.lows("differences (points)", "analogy − source-only on target", kind)
+        loss = results.values("differences (points)", "analogy − source-only on source", kind)
+        results.bar(kind, "target: analogy − source-only ≥ 1 point, every CI above 0; source: loses ≤ 1 point",
+                    statistics.fmean(gain) >= 0.01 and min(lows) > 0 and statistics.fmean(loss) >= -0.01,
+                    f"target {100 * statistics.fmean(gain):+.1f} (lowest CI end {100 * min(lows):+.1f}); "
+                    f"source {100 * statistics.fmean(loss):+.1f} points")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--encoder", required=True, help="the base encoder: a pretraining run directory or encoder.pt")
+    parser.add_argument("--manifest", default="data_manifests/brain_tumor_mri.csv")
+    parser.add_argument("--config", help="data settings and architecture (default: the run's config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--kinds", default="lora,ia3")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    parser.add_argument("--steps", type=int, help="cross-entropy steps (default 600; --quick 3)")
+    parser.add_argument("--moco-steps", type=int, help="MoCo steps (default 600; --quick 3)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, a coarse λ grid")
+    args = parser.parse_args(argv)
+    kinds, seeds = args.kinds.split(","), [int(s) for s in args.seeds.split(",")]
+    experiments = args.experiments.split(",")
+    unknown = sorted(set(experiments) - set(EXPERIMENTS)) + sorted(set(kinds) - {"lora", "ia3"})
+    if unknown:
+        parser.error(f"unknown experiment(s) or kind(s): {', '.join(unknown)}")
+    budget = dataclasses.replace(QUICK if args.quick else Budget(),
+                                 **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps)) if v})
+    started = time.perf_counter()
+    lab = Lab(args, budget)
+    runners = {"distribution": distribution, "multitask": multitask, "domain": domain}
+    for name in EXPERIMENTS:  # in this order: domain reuses distribution's union modules
+        if name in experiments:
+            before = dict(lab.seconds)
+            results = runners[name](lab, kinds, seeds)
+            results.seconds = {k: v for k, v in lab.seconds.items() if k not in before}
+            paths = results.write(args.out)
+            print(f"{name}: {paths['markdown']}", flush=True)
+    print(f"done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
