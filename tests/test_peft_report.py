@@ -14,14 +14,15 @@ def test_format_entry__percent_with_interval_raw_without() -> None:
     assert format_entry({"value": 0.8412, "ci95": [0.8204, 0.8611]}) == "84.1 [82.0, 86.1]"
     assert format_entry({"value": -0.021, "ci95": [-0.05, 0.01]}) == "-2.1 [-5.0, 1.0]"
     assert format_entry({"value": 0.5}, scale=1) == "0.50"
-    assert format_entry(None) == "—"
+    assert format_entry(None) == "—" and format_entry({"value": float("nan")}) == "—"
 
 
 def test_mean_sd__sample_standard_deviation_over_seeds() -> None:
     assert mean_sd([0.8, 0.9]) == "85.0 ± 7.1"  # sd of (80, 90) with n - 1: 7.07
     assert mean_sd([0.3]) == "30.0"
     assert mean_sd([0.2, 0.4], scale=1) == "0.30 ± 0.14"
-    assert mean_sd([]) == "—"
+    assert mean_sd([]) == "—" and mean_sd([float("nan")]) == "—"
+    assert mean_sd([0.8, float("nan"), 0.9]) == "85.0 ± 7.1"  # a seed without a figure is left out
 
 
 def _results() -> Results:

@@ -219,8 +219,9 @@ def distribution(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
             gap = lab.contrast(test, [pu, pa, pb], [1, -0.5, -0.5])
             results.add("differences (points)", "merged − mean of halves", kind, seed, gain)
             results.add("differences (points)", "union − mean of halves", kind, seed, gap)
-            results.add("differences (points)", "share of the gap to the union closed (%)", kind, seed,
-                        {"value": gain["value"] / gap["value"] if gap["value"] else float("nan")})
+            if gap["value"]:  # no gap, nothing to close
+                results.add("differences (points)", "share of the gap to the union closed (%)", kind, seed,
+                            {"value": gain["value"] / gap["value"]})
             if "merged, different init" in probas:
                 results.add("differences (points)", "same init − different init", kind, seed,
                             lab.contrast(test, [pm, probas["merged, different init"]], [1, -1]))

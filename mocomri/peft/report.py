@@ -10,6 +10,7 @@ deviation over seeds; :func:`plot_curves` draws the λ curves.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,8 +84,8 @@ class Results:
 
 
 def format_entry(entry: dict | None, scale: float = 100) -> str:
-    """``84.1 [82.0, 86.1]``, ``84.1`` without an interval, ``—`` for a missing entry."""
-    if entry is None:
+    """``84.1 [82.0, 86.1]``, ``84.1`` without an interval, ``—`` for a missing or NaN entry."""
+    if entry is None or not math.isfinite(entry["value"]):
         return "—"
     text = f"{scale * entry['value']:.1f}" if scale != 1 else f"{entry['value']:.2f}"
     if "ci95" in entry:
@@ -94,7 +95,8 @@ def format_entry(entry: dict | None, scale: float = 100) -> str:
 
 
 def mean_sd(values: Sequence[float], scale: float = 100) -> str:
-    """``mean ± sd`` over seeds (sample standard deviation); the mean alone for one seed."""
+    """``mean ± sd`` over seeds (sample standard deviation); the mean alone for one seed; NaNs left out."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return "—"
     digits = 1 if scale != 1 else 2
