@@ -11,7 +11,7 @@ normalised units), ``R`` a small rotation, ``zoom`` an isotropic scale, ``F`` th
 is the same length on every axis. Crop boxes cover whole pixels (:func:`snap_boxes`), as
 MONAI's crops do. ``grid_sample`` resamples the whole batch, on any device; on the CPU, where
 its 3D kernel is a scalar loop, an unrotated volume is cut out and resized with
-``F.interpolate`` instead (the same sampling, 10-15x faster). Samples outside the image take
+``F.interpolate`` instead (the same sampling, about 4x faster). Samples outside the image take
 the border's value (the background, for padded scans).
 
 Everything here is in spatial-axis order (the order of the tensor's axes after ``(B, C)``);
@@ -137,7 +137,7 @@ def resample(
     and resized with ``F.interpolate``: the crop-then-``Resize`` of MONAI's per-item pipeline,
     equal to ``grid_sample``'s sampling but at the outermost half pixel of an enlarged crop
     (which interpolate holds at the crop's edge, ``grid_sample`` reads from beyond it). The 3D
-    ``grid_sample`` CPU kernel is a scalar loop, 10-15x slower per volume (BENCHMARKS.md).
+    ``grid_sample`` CPU kernel is a scalar loop, about 4x slower on a batch of volumes (BENCHMARKS.md).
     Everything else (2D, whose ``grid_sample`` is vectorised; rotated, zoomed-out or warped
     volumes; any GPU) goes through ``grid_sample``.
 
