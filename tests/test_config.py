@@ -130,10 +130,12 @@ def test_pretrain_command__bad_value_exits_2_with_one_line_and_writes_nothing(tm
 
     from pathlib import Path
 
-    demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    # A shipped config whose budget is in epochs: the battery sets train.epochs, which a config
+    # with train.max_steps (the demo's) does not use.
+    config = Path(__file__).parents[1] / "configs" / "brain_tumor_cpu.yaml"
     out = tmp_path / "run"
     for override, key in BAD_VALUES[:14]:  # the battery from the issue
-        assert cli_main(["pretrain", "--config", str(demo), "--out", str(out), override]) == 2
+        assert cli_main(["pretrain", "--config", str(config), "--out", str(out), override]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and key in err and "Traceback" not in err
         assert not out.exists()

@@ -15,9 +15,9 @@ def _ints(text: str) -> tuple[int, ...]:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "synth",
-        help="write a synthetic brain MRI cohort (BIDS layout, lesion labels)",
+        help="write a synthetic brain MRI cohort (BIDS layout, heterotopia labels)",
         description="Writes brain-like phantoms as NIfTI in a BIDS layout, with participants.tsv "
-        "labelling each subject 'lesion' or 'healthy'.",
+        "labelling each subject 'heterotopia' (nodules of grey matter in the white matter) or 'healthy'.",
     )
     parser.add_argument("--out", required=True, help="output folder (the BIDS root)")
     parser.add_argument("--subjects", type=int, default=200, help="number of subjects (default 200)")

@@ -1,17 +1,25 @@
 """A synthetic MRI cohort: brain-like phantoms written as NIfTI in a BIDS layout.
 
 Each subject has its own anatomy: an ellipsoidal head of varying size and shape with scalp and
-skull, a brain with a folded cortical ribbon (grey matter), white matter, deep grey nuclei,
-ventricles of varying size, and subarachnoid CSF. Half the subjects carry 1-6 small white-matter
-lesions; the label (``lesion`` / ``healthy`` in ``participants.tsv``) is whether they do.
-Each contrast (T1w, T2w, FLAIR, PD) maps the tissues to its own intensities (FLAIR suppresses
-CSF, lesions are dark on T1w and bright on T2w/FLAIR), then gets a partial-volume blur, a smooth
-multiplicative bias field, Rician noise and a per-scan scanner gain, and is stored as int16.
+skull, a brain with a folded cortical ribbon (grey matter) of varying thickness, white matter,
+deep grey nuclei, ventricles of varying size, and subarachnoid CSF. Half the subjects carry
+grey-matter heterotopia (a malformation of cortical development: neurons that stopped in the
+white matter on their way to the cortex): nodules of grey matter 12-20 mm across inside the
+white matter, one or two every few millimetres along the superior-inferior axis, so that
+nearly every axial slice through the white matter cuts one, and a cortex thinner by the
+nodules' volume. The label (``heterotopia`` / ``healthy`` in ``participants.tsv``) is whether
+the subject's anatomy has nodules.
 
-Lesions occupy well under 1% of the brain while head size, ventricle size, bias field and gain
-vary by tens of percent, so a global intensity statistic (mean, std, percentiles) cannot tell
-the classes apart; a model has to find the lesions. The phantom is generated in RAS and stored
-LAS (like FSL's templates), so readers must use the affine.
+Each contrast (T1w, T2w, FLAIR, PD) maps the tissues to its own intensities (FLAIR suppresses
+CSF), then gets a partial-volume blur, a smooth multiplicative bias field, Rician noise and a
+per-scan scanner gain, and is stored as int16.
+
+The label is a matter of where the grey matter is, not how much there is: a nodule takes the
+signal of grey matter in every contrast, each tissue's volume is that of the same subject
+without heterotopia (the cortex gives the nodules' volume to the white matter), and the deep
+grey nuclei, which everyone has, are grey matter inside the white matter too. So the histogram
+of an image (mean, std, percentiles) cannot tell the classes apart. The phantom is generated
+in RAS and stored LAS (like FSL's templates), so readers must use the affine.
 
 Deterministic for a seed: subject ``i`` depends only on ``(seed, i)``.
 """
@@ -23,18 +31,22 @@ from pathlib import Path
 
 import numpy as np
 
-# Tissue classes of the label map.
-BACKGROUND, SCALP, SKULL, CSF, GM, WM, LESION = range(7)
-# Relative signal of each tissue class (index as above) in each contrast, from typical 3T values.
+# Classes of the anatomy's label map; NODULE is heterotopic grey matter.
+BACKGROUND, SCALP, SKULL, CSF, GM, WM, NODULE = range(7)
+# The tissue whose signal each class takes: a nodule is grey matter.
+TISSUE = np.array([BACKGROUND, SCALP, SKULL, CSF, GM, WM, GM])
+# Relative signal of each tissue (index as above) in each contrast, from typical 3T values.
 CONTRASTS: dict[str, tuple[float, ...]] = {
-    #        bg    scalp skull  CSF   GM    WM    lesion
-    "T1w":   (0.0, 0.90, 0.08, 0.18, 0.55, 0.80, 0.40),
-    "T2w":   (0.0, 0.55, 0.06, 1.00, 0.62, 0.45, 0.88),
-    "FLAIR": (0.0, 0.65, 0.05, 0.10, 0.66, 0.50, 1.00),
-    "PD":    (0.0, 0.80, 0.08, 0.85, 0.75, 0.62, 0.80),
+    #        bg    scalp skull  CSF   GM    WM
+    "T1w":   (0.0, 0.90, 0.08, 0.18, 0.55, 0.80),
+    "T2w":   (0.0, 0.55, 0.06, 1.00, 0.62, 0.45),
+    "FLAIR": (0.0, 0.65, 0.05, 0.10, 0.66, 0.50),
+    "PD":    (0.0, 0.80, 0.08, 0.85, 0.75, 0.62),
 }
 FIELD_OF_VIEW_MM = (192.0, 192.0, 144.0)  # fixed, so the anatomy does not depend on the shape
-LABELS = ("healthy", "lesion")
+LABELS = ("healthy", "heterotopia")
+NODULE_SPACING_MM = (5.0, 7.0)  # between nodule levels along S-I: below the smallest diameter
+NODULE_RADIUS_MM = (6.0, 10.0)
 Coords = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -69,8 +81,16 @@ def _grid(shape: tuple[int, int, int]) -> tuple[Coords, tuple[float, float, floa
     return (x, y, z), spacing
 
 
-def make_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], n_lesions: int) -> np.ndarray:
-    """One subject's tissue label map (values BACKGROUND..LESION). Shape: (X, Y, Z), RAS."""
+def make_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], heterotopia: bool) -> np.ndarray:
+    """One subject's label map (values BACKGROUND..NODULE).
+
+    Args:
+        rng: draws everything about the subject's anatomy.
+        shape: voxels per axis over the fixed field of view.
+        heterotopia: put nodules of grey matter in the white matter (:func:`place_nodules`).
+
+    Shape: returns (X, Y, Z), RAS.
+    """
     coords, spacing = _grid(shape)
     # A small random pose: a rotation about the S axis and a shift, as heads are never centred.
     angle = np.deg2rad(rng.uniform(-8, 8))
@@ -83,13 +103,15 @@ def make_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], n_lesion
     head = _ellipsoid(coords, (0, 0, 0), head_radii) * (1 + 0.04 * _waves(rng, coords, 6, (120, 240)))
     brain = head * (1 + 0.03 * _waves(rng, coords, 6, (80, 160))) / rng.uniform(0.82, 0.87)
     gyri = _waves(rng, coords, 16, (14, 30))  # cortical folding: a finer field moves the GM/WM edge
+    depth = brain - 0.08 * gyri  # white matter below white_edge, cortex above (up to brain 0.95)
+    white_edge = rng.uniform(0.72, 0.80)  # where the white matter begins: the cortex's thickness
 
     labels = np.zeros(shape, dtype=np.uint8)
     labels[head < 1.0] = SCALP
     labels[head < 0.93] = SKULL
     labels[brain < 1.0] = CSF
     labels[brain < 0.95] = GM
-    labels[brain < 0.76 + 0.08 * gyri] = WM
+    labels[depth < white_edge] = WM
     # Deep grey nuclei (thalamus, basal ganglia) either side of the midline.
     for side in (-1, 1):
         nucleus = _ellipsoid(coords, (side * rng.uniform(14, 20), rng.uniform(-4, 4), rng.uniform(-2, 6)),
@@ -101,20 +123,60 @@ def make_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], n_lesion
         ventricle = _ellipsoid(coords, (side * (width + 2), rng.uniform(-2, 6), rng.uniform(4, 12)),
                                (width, rng.uniform(16, 24), rng.uniform(6, 10)))
         labels[(ventricle < 1.0) & (brain < 0.9)] = CSF
-
-    if n_lesions:
-        wm = np.argwhere(labels == WM)
-        centers = wm[rng.choice(len(wm), size=n_lesions, replace=False)]
-        for center in centers:
-            radii = rng.uniform(3.5, 7.0) * np.array([1.0, rng.uniform(1.0, 1.6), 1.0])
-            # Work in a box around the lesion; the full grid would cost a volume per lesion.
-            half = np.ceil(radii.max() / np.array(spacing)).astype(int) + 1
-            box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(center, half))
-            full = [np.broadcast_to(c, shape) for c in coords]
-            inside = _ellipsoid([c[box] for c in full], [c[tuple(center)] for c in full], radii) < 1.0
-            region = labels[box]
-            region[inside & ((region == WM) | (region == GM))] = LESION
+    if heterotopia:
+        place_nodules(rng, labels, spacing)
+        thin_cortex(labels, depth, white_edge, int((labels == NODULE).sum()))
     return labels
+
+
+def thin_cortex(labels: np.ndarray, depth: np.ndarray, white_edge: float, n_voxels: int) -> None:
+    """Turns the ``n_voxels`` innermost voxels of the cortex into white matter, in place.
+
+    Heterotopia is neurons that stopped in the white matter on their way to the cortex: the
+    cortex is thinner by the nodules' volume, so each tissue's volume is that of the same
+    subject without heterotopia.
+
+    Shape: labels, depth (X, Y, Z); the cortex is GM with ``depth >= white_edge`` (which leaves
+    the deep grey nuclei out).
+    """
+    cortex = np.flatnonzero((labels == GM) & (depth >= white_edge))
+    inner = cortex[np.argsort(depth.ravel()[cortex], kind="stable")[:n_voxels]]
+    labels.ravel()[inner] = WM
+
+
+def place_nodules(rng: np.random.Generator, labels: np.ndarray, spacing: tuple[float, float, float]) -> None:
+    """Turns ellipsoidal nodules of white matter into NODULE, in place.
+
+    Nodule levels are spread evenly along the superior-inferior axis over the white matter's
+    extent, ``NODULE_SPACING_MM`` apart (less than the smallest nodule's diameter, so that
+    consecutive nodules overlap along that axis), with one or two nodules per level centred on
+    white-matter voxels of the axial slice nearest that level; so nearly every axial slice
+    through the white matter cuts a nodule. Only white matter changes: a nodule lies in the
+    white matter.
+
+    Shape: labels (X, Y, Z), RAS.
+    """
+    wm = np.argwhere(labels == WM)  # (N, 3) voxel indices
+    if len(wm) == 0:
+        return
+    low, high = wm[:, 2].min() * spacing[2], wm[:, 2].max() * spacing[2]  # mm along S
+    n_levels = int(np.ceil((high - low) / rng.uniform(*NODULE_SPACING_MM))) + 1
+    for level in np.linspace(low, high, n_levels):
+        in_slice = wm[wm[:, 2] == int(round(level / spacing[2]))]
+        if len(in_slice) == 0:
+            continue
+        for center in in_slice[rng.choice(len(in_slice), size=min(int(rng.integers(1, 3)), len(in_slice)),
+                                          replace=False)]:
+            radii = rng.uniform(*NODULE_RADIUS_MM) * np.array([1.0, rng.uniform(1.0, 1.4), 1.0])
+            # Work in a box around the nodule; the full grid would cost a volume per nodule.
+            half = np.ceil(radii / np.array(spacing)).astype(int)
+            box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(center, half))
+            offsets = np.meshgrid(*[(np.arange(b.start, min(b.stop, n)) - c) * d
+                                    for b, n, c, d in zip(box, labels.shape, center, spacing)],
+                                  indexing="ij", sparse=True)  # mm from the centre, per axis
+            inside = sum((o / r) ** 2 for o, r in zip(offsets, radii)) < 1.0
+            region = labels[box]  # a view: writes go to labels
+            region[inside & (region == WM)] = NODULE
 
 
 def render(labels: np.ndarray, contrast: str, rng: np.random.Generator) -> np.ndarray:
@@ -127,7 +189,7 @@ def render(labels: np.ndarray, contrast: str, rng: np.random.Generator) -> np.nd
     signal = np.asarray(CONTRASTS[contrast], dtype=np.float32)
     # Tissue intensities differ slightly between people and scans.
     signal = signal * rng.uniform(0.95, 1.05, size=signal.shape).astype(np.float32)
-    image = signal[labels]
+    image = signal[TISSUE[labels]]  # a nodule takes grey matter's signal
     coords, _ = _grid(labels.shape)
     image *= 1 + 0.03 * _waves(rng, coords, 10, (10, 30))  # tissue texture
     image = ndimage.gaussian_filter(image, sigma=0.6)  # partial volume / point spread
@@ -152,14 +214,25 @@ def _las_affine(shape, spacing) -> np.ndarray:
     return affine
 
 
-def make_subject(seed: int, index: int, label: int, modalities, shape) -> tuple[dict[str, np.ndarray], int, tuple]:
-    """Renders one subject. Returns ({modality: int16 (X, Y, Z) RAS image}, n_lesions, spacing)."""
-    rng = np.random.default_rng([seed, index])
-    n_lesions = int(rng.integers(1, 7)) if label else 0
-    labels = make_anatomy(rng, shape, n_lesions)
+def make_subject(
+    seed: int, index: int, heterotopia: bool, modalities, shape
+) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[float, float, float]]:
+    """Draws one subject's anatomy and renders it in each modality.
+
+    Returns:
+        ``({modality: int16 image}, anatomy, spacing)``: the images and the label map are RAS.
+
+    Shape: each image and the anatomy (X, Y, Z).
+    """
+    anatomy = make_anatomy(np.random.default_rng([seed, index]), shape, heterotopia)
     _, spacing = _grid(shape)
-    images = {m: render(labels, m, np.random.default_rng([seed, index, i + 1])) for i, m in enumerate(modalities)}
-    return images, n_lesions, spacing
+    images = {m: render(anatomy, m, np.random.default_rng([seed, index, i + 1])) for i, m in enumerate(modalities)}
+    return images, anatomy, spacing
+
+
+def subject_label(anatomy: np.ndarray) -> str:
+    """The label of a subject, read from its anatomy: ``heterotopia`` if it has a nodule."""
+    return LABELS[int(bool((anatomy == NODULE).any()))]
 
 
 def make_cohort(
@@ -173,8 +246,9 @@ def make_cohort(
     """Writes a synthetic cohort as a BIDS tree.
 
     Layout: ``out/sub-001/anat/sub-001_T1w.nii.gz`` (one file per modality), plus
-    ``participants.tsv`` (``participant_id``, ``label``, ``n_lesions``) and
-    ``dataset_description.json``. Half the subjects (rounded down) have lesions.
+    ``participants.tsv`` (``participant_id``, ``label`` read from the anatomy by
+    :func:`subject_label`, ``nodule_ml``: the volume of heterotopic grey matter) and
+    ``dataset_description.json``. Half the subjects (rounded down) are drawn with heterotopia.
 
     Args:
         out: the folder to write (created; existing subject files are overwritten).
@@ -204,12 +278,12 @@ def make_cohort(
     shape = tuple(int(s) for s in shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    labels = np.random.default_rng(seed).permutation(np.arange(subjects) % 2)  # balanced, shuffled
+    drawn = np.random.default_rng(seed).permutation(np.arange(subjects) % 2)  # balanced, shuffled
     width = max(3, len(str(subjects)))
     records = []
     for index in tqdm(range(subjects), desc="synth", unit="subject", disable=not progress):
         subject = f"{index + 1:0{width}d}"
-        images, n_lesions, spacing = make_subject(seed, index, int(labels[index]), modalities, shape)
+        images, anatomy, spacing = make_subject(seed, index, bool(drawn[index]), modalities, shape)
         folder = out / f"sub-{subject}" / "anat"
         folder.mkdir(parents=True, exist_ok=True)
         affine = _las_affine(shape, spacing)
@@ -219,10 +293,11 @@ def make_cohort(
             nifti.set_qform(affine, code=1)
             nifti.set_sform(affine, code=1)
             nib.save(nifti, folder / f"sub-{subject}_{modality}.nii.gz")
-        records.append((f"sub-{subject}", LABELS[int(labels[index])], n_lesions))
+        nodule_ml = float((anatomy == NODULE).sum() * np.prod(spacing) / 1000)
+        records.append((f"sub-{subject}", subject_label(anatomy), nodule_ml))
     with open(out / "participants.tsv", "w") as f:
-        f.write("participant_id\tlabel\tn_lesions\n")
-        f.writelines(f"{pid}\t{label}\t{n}\n" for pid, label, n in records)
+        f.write("participant_id\tlabel\tnodule_ml\n")
+        f.writelines(f"{pid}\t{label}\t{ml:.2f}\n" for pid, label, ml in records)
     description = {"Name": "mocomri synthetic cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
                    "GeneratedBy": [{"Name": "mocomri synth", "Description": f"seed={seed}, shape={list(shape)}"}]}
     (out / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
