@@ -72,3 +72,36 @@ def test_bootstrap_metrics__rejects_zero_resamples() -> None:
     y, proba = _proportion_predictions(5, 10)
     with pytest.raises(ValueError, match="n_boot=0"):
         bootstrap_metrics(y, proba, n_boot=0)
+
+
+def test_bootstrap_metrics__stack_gives_the_interval_of_the_mean_over_classifiers() -> None:
+    # One classifier right on every item, one wrong on every item: whatever items a resample
+    # draws, their mean accuracy is exactly 0.5, so the interval of the mean is [0.5, 0.5].
+    y = np.zeros(60, dtype=int)
+    right = np.tile([0.9, 0.1], (60, 1))
+    wrong = right[:, ::-1]
+    low, high = bootstrap_metrics(y, np.stack([right, wrong]), n_boot=500, seed=0)["accuracy"]
+    assert (low, high) == pytest.approx((0.5, 0.5))
+
+
+def test_bootstrap_metrics__stack_of_one_equals_the_single_classifier() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 80)
+    proba = rng.dirichlet(np.ones(3), size=80)
+    assert bootstrap_metrics(y, proba[None], n_boot=200, seed=4) == bootstrap_metrics(y, proba, n_boot=200, seed=4)
+
+
+def test_bootstrap_metrics__interval_of_the_mean_matches_a_resampling_loop() -> None:
+    # An independent loop: draw subjects with replacement, average the two classifiers' accuracies.
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(30), 3)
+    y = rng.integers(0, 2, 90)
+    probas = rng.dirichlet(np.ones(2), size=(2, 90))
+    low, high = bootstrap_metrics(y, probas, groups=groups, n_boot=4000, seed=5)["accuracy"]
+    loop_rng = np.random.default_rng(6)
+    means = []
+    for _ in range(4000):
+        idx = np.concatenate([np.flatnonzero(groups == g) for g in loop_rng.integers(0, 30, 30)])
+        means.append(np.mean([(p[idx].argmax(1) == y[idx]).mean() for p in probas]))
+    ref_low, ref_high = np.percentile(means, [2.5, 97.5])
+    assert low == pytest.approx(ref_low, abs=0.02) and high == pytest.approx(ref_high, abs=0.02)

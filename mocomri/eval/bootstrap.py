@@ -69,9 +69,13 @@ def bootstrap_metrics(
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of every metric in :data:`~mocomri.eval.metrics.METRICS`.
 
+    With a stack of predictions (several classifiers scored on the same test items, e.g. one per
+    label-fraction draw), each resample scores every classifier on the same drawn items and
+    averages: the interval is that of the mean over the stack, the figure reported beside it.
+
     Args:
         y_true: integer class indices.
-        proba: predicted class probabilities.
+        proba: predicted class probabilities, or a stack of them.
         groups: optional subject per item, for a cluster bootstrap.
         n_boot: number of resamples.
         confidence: coverage of the interval (0.95 gives the 2.5th and 97.5th percentiles).
@@ -82,14 +86,16 @@ def bootstrap_metrics(
         ``{metric: (low, high)}``.
 
     Shape:
-        y_true: (N,)  proba: (N, K)  groups: (N,)
+        y_true: (N,)  proba: (N, K) or (S, N, K)  groups: (N,)
     """
     if n_boot < 1:
         raise ValueError(f"n_boot={n_boot} must be positive")
+    stack = np.asarray(proba)[None] if np.ndim(proba) == 2 else np.asarray(proba)
     rng = np.random.default_rng(seed)
     samples: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for start in range(0, n_boot, chunk):
         weights = resample_weights(len(y_true), min(chunk, n_boot - start), rng, groups)
-        for name, values in weighted_metrics(y_true, proba, weights).items():
-            samples[name].append(values)
+        per_member = [weighted_metrics(y_true, p, weights) for p in stack]
+        for name in METRICS:
+            samples[name].append(np.mean([m[name] for m in per_member], axis=0))
     return {m: percentile_interval(np.concatenate(v), confidence) for m, v in samples.items()}

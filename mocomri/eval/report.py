@@ -121,7 +121,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         "## Results",
         "",
         f"Each cell: mean ± std over {s['seeds']} seed(s) of the label-fraction draw "
-        f"[95% percentile-bootstrap CI of seed 0, {s['n_boot']} resamples of test subjects].",
+        f"[95% percentile-bootstrap CI of that mean, {s['n_boot']} resamples of test subjects].",
         "",
         "Labelled training data per fraction (mean over seeds):",
         "",

@@ -7,7 +7,7 @@
 4. For each label fraction and seed: draw the labelled subset (stratified, by subject), fit the
    linear probe and the kNN, predict the evaluation items, aggregate them per unit, score.
    Optionally train the same architecture supervised from scratch on the same subset.
-5. Summarise (mean ± std over seeds; bootstrap CI of seed 0) and write the report.
+5. Summarise (mean ± std over seeds; bootstrap CI of the mean) and write the report.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run_probe(
     Returns:
         The metrics dict that is also written to ``metrics.json``: ``settings``, ``provenance``,
         ``leakage``, ``classes``, ``methods[method][str(fraction)][metric]`` with ``mean``,
-        ``std``, ``per_seed`` and ``ci`` (the 95% bootstrap interval of seed 0), and
+        ``std``, ``per_seed`` and ``ci`` (the 95% bootstrap interval of the mean over seeds), and
         ``confusion``. Methods: ``moco``, ``moco_knn``, ``random_init``, ``random_init_knn``,
         ``raw_pixels``, ``intensity_stats``, ``supervised`` (those that ran); fractions are keyed
         ``str(float(f))``.

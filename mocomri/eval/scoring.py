@@ -72,14 +72,21 @@ def score(
 
 
 def summarise(seed_runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and std (ddof=1) over seeds of each metric; the bootstrap CI of seed 0.
+    """Mean and std (ddof=1) over seeds of each metric, and the bootstrap CI of that mean.
+
+    The CI resamples test subjects: each resample scores every seed's classifier on the same
+    drawn subjects and averages them, so it is the interval of the mean reported beside it (the
+    test set's sampling error); the std is the spread over label-fraction draws.
 
     Args:
         seed_runs: what :func:`score` returned for each seed of one (method, fraction).
     """
     first = seed_runs[0]
+    for run in seed_runs[1:]:
+        if not (np.array_equal(run["label"], first["label"]) and np.array_equal(run["subject"], first["subject"])):
+            raise ValueError("the seeds of one (method, fraction) were scored on different test units")
     ci = bootstrap_metrics(
-        first["label"], first["proba"], groups=first["subject"], n_boot=first["n_boot"], seed=0
+        first["label"], np.stack([r["proba"] for r in seed_runs]), groups=first["subject"], n_boot=first["n_boot"], seed=0
     )
     out: dict[str, Any] = {
         "n_train_items": float(np.mean([r["n_train_items"] for r in seed_runs])),
