@@ -35,7 +35,7 @@ from benchmarks.machine import describe_machine
 from benchmarks.memory import PeakMemory, cpu_method
 from benchmarks.timing import paired_ratio, summary, time_interleaved
 from mocomri.config import load_config
-from mocomri.models import create_encoder
+from mocomri.models import encoder_from_config
 from mocomri.peft import PEMEncoder, PEMSpec, default_targets
 from mocomri.peft.train import ce_step
 
@@ -80,8 +80,7 @@ def measure(config_path: str, batch_size: int, rounds: int, steps_per_round: int
     """Builds the three cases, measures each one's peak memory while it warms up, then times them round-robin."""
     config = load_config(config_path)
     torch.manual_seed(0)
-    encoder, feature_dim = create_encoder(config.model.name, in_channels=config.model.in_channels,
-                                          width=config.model.width)
+    encoder, feature_dim = encoder_from_config(config.model)
     side = config.data.image_size
     images = torch.randn(batch_size, config.model.in_channels, side, side, device=device)  # (B, C, H, W)
     labels = torch.randint(0, N_CLASSES, (batch_size,), device=device)  # (B,)

@@ -28,13 +28,21 @@ class ModelConfig:
     name: str = "resnet18"
     in_channels: int = 1
     width: int = 64  # channels of the first stage; 64 is the standard ResNet, 16-32 suits a CPU
+    norm: str = "batch"  # "batch" | "group" (GroupNorm: no dependence on the other items of a batch)
+    norm_groups: int = 8  # G of GroupNorm (arXiv:1803.08494); must divide width
 
     def validate(self) -> None:
         from mocomri.models.encoders import ENCODERS
+        from mocomri.models.norm import NORMS
 
         check.choice("model.name", self.name, ENCODERS)
         check.at_least("model.in_channels", self.in_channels, 1)
         check.at_least("model.width", self.width, 1)
+        check.choice("model.norm", self.norm, NORMS)
+        check.at_least("model.norm_groups", self.norm_groups, 1)
+        if self.norm == "group" and self.width % self.norm_groups:
+            raise ConfigError(f"model.norm_groups={self.norm_groups} must divide model.width={self.width}: "
+                              "every layer's channels are multiples of the width")
 
 
 @dataclass

@@ -8,6 +8,10 @@ Formats (``mocomri export RUN_DIR --format F --out DIR``):
 - ``monai``: ``monai.networks.nets.ResNet`` with the run's stage widths (any width), 2D or 3D,
   ``feed_forward=False``;
 - ``timm``: ``timm.create_model(name, num_classes=0, in_chans=C)``; 2D, width 64 only;
+
+  with ``model.norm=group``, each target is given GroupNorm through its own argument
+  (``norm_layer`` for torchvision and timm, ``norm`` for MONAI, whose ResNet in 1.6 honours it
+  in the stem only: the export then says so and points to ``safetensors``);
 - ``safetensors``: mocomri's own key layout, any encoder, loaded with
   ``mocomri.models.create_encoder``.
 
@@ -31,7 +35,8 @@ from torch import nn
 
 from mocomri.config import Config, config_to_dict, load_config
 from mocomri.errors import MocomriError
-from mocomri.models import create_encoder, spatial_dims_of
+from mocomri.models import encoder_from_config, spatial_dims_of
+from mocomri.models.norm import has_batch_norm, monai_norm, torchvision_norm_layer
 
 FORMATS = ("torchvision", "monai", "timm", "safetensors")
 TOLERANCE = 1e-5  # max |difference| of the pooled features, fp32 on the CPU, eval mode
@@ -60,7 +65,7 @@ def _run_backbone(run_dir: Path) -> tuple[Config, nn.Module]:
     if not config_path.is_file():
         raise ExportError(f"{run_dir}: no config.yaml; give a run directory written by `mocomri pretrain`")
     cfg = load_config(config_path)
-    backbone, _ = create_encoder(cfg.model.name, in_channels=cfg.model.in_channels, width=cfg.model.width)
+    backbone, _ = encoder_from_config(cfg.model)
     encoder = run_dir / "encoder.pt"
     if encoder.is_file():
         state = torch.load(encoder, map_location="cpu", weights_only=True)
@@ -77,6 +82,7 @@ def _run_backbone(run_dir: Path) -> tuple[Config, nn.Module]:
 def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
     """The downstream class to load into, and the lines a user runs to do so."""
     name, c, w = cfg.model.name, cfg.model.in_channels, cfg.model.width
+    norm, groups = cfg.model.norm, cfg.model.norm_groups
     dims = spatial_dims_of(name)
     base = name.removesuffix("_3d")
     if fmt in ("torchvision", "timm"):
@@ -87,13 +93,15 @@ def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
             raise ExportError(f"--format {fmt}: model.width={w}, but {fmt}'s ResNet has stage widths 64..512 and no "
                               "argument to change them; use --format monai (monai.networks.nets.ResNet takes any "
                               "block_inplanes) or --format safetensors (mocomri.models.create_encoder)")
+    # torchvision and timm call norm_layer(channels) (timm adds device/dtype keywords)
+    norm_arg = "" if norm == "batch" else f", norm_layer=lambda channels, **kw: torch.nn.GroupNorm({groups}, channels, **kw)"
     if fmt == "torchvision":
         import torchvision
 
-        net = getattr(torchvision.models, base)(weights=None)
+        net = getattr(torchvision.models, base)(weights=None, norm_layer=torchvision_norm_layer(norm, groups))
         net.conv1 = nn.Conv2d(c, 64, kernel_size=7, stride=2, padding=3, bias=False)
         net.fc = nn.Identity()
-        return net, (f"net = torchvision.models.{base}(weights=None)\n"
+        return net, (f"net = torchvision.models.{base}(weights=None{norm_arg})\n"
                      f"net.conv1 = torch.nn.Conv2d({c}, 64, kernel_size=7, stride=2, padding=3, bias=False)\n"
                      "net.fc = torch.nn.Identity()\n"
                      'net.load_state_dict(safetensors.torch.load_file("model.safetensors"))')
@@ -102,8 +110,9 @@ def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
             import timm
         except ImportError as e:
             raise ExportError("--format timm needs timm: pip install timm") from e
-        net = timm.create_model(base, pretrained=False, num_classes=0, in_chans=c)
-        return net, (f'net = timm.create_model("{base}", pretrained=False, num_classes=0, in_chans={c})\n'
+        net = timm.create_model(base, pretrained=False, num_classes=0, in_chans=c,
+                                norm_layer=torchvision_norm_layer(norm, groups))
+        return net, (f'net = timm.create_model("{base}", pretrained=False, num_classes=0, in_chans={c}{norm_arg})\n'
                      'net.load_state_dict(safetensors.torch.load_file("model.safetensors"))')
     if fmt == "monai":
         from monai.networks.nets import ResNet
@@ -111,14 +120,24 @@ def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
         block, layers = _LAYERS[name]
         stride = 2
         net = ResNet(block=block, layers=layers, block_inplanes=[w, 2 * w, 4 * w, 8 * w], spatial_dims=dims,
-                     n_input_channels=c, conv1_t_size=7, conv1_t_stride=stride, bias_downsample=False, feed_forward=False)
+                     n_input_channels=c, conv1_t_size=7, conv1_t_stride=stride, bias_downsample=False, feed_forward=False,
+                     norm=monai_norm(norm, groups))
+        if norm != "batch" and has_batch_norm(net):
+            import monai
+
+            raise ExportError(f"--format monai: model.norm={norm}, but monai.networks.nets.ResNet (MONAI "
+                              f"{monai.__version__}) gives its norm argument to the stem only and builds BatchNorm in "
+                              "the blocks (Project-MONAI/MONAI#9028); use --format safetensors "
+                              "(mocomri.models.create_encoder)" + (" or torchvision" if dims == 2 and w == 64 else ""))
         return net, (f'net = monai.networks.nets.ResNet(block="{block}", layers={layers}, '
                      f"block_inplanes={[w, 2 * w, 4 * w, 8 * w]}, spatial_dims={dims}, n_input_channels={c}, "
-                     f"conv1_t_size=7, conv1_t_stride={stride}, bias_downsample=False, feed_forward=False)\n"
+                     f"conv1_t_size=7, conv1_t_stride={stride}, bias_downsample=False, feed_forward=False"
+                     + ("" if norm == "batch" else f", norm={monai_norm(norm, groups)!r}") + ")\n"
                      'net.load_state_dict(safetensors.torch.load_file("model.safetensors"))')
     if fmt == "safetensors":
-        net, _ = create_encoder(name, in_channels=c, width=w)
-        return net, (f'net, features = mocomri.models.create_encoder("{name}", in_channels={c}, width={w})\n'
+        net, _ = encoder_from_config(cfg.model)
+        norm_kwargs = "" if norm == "batch" else f', norm="{norm}", norm_groups={groups}'
+        return net, (f'net, features = mocomri.models.create_encoder("{name}", in_channels={c}, width={w}{norm_kwargs})\n'
                      'net.load_state_dict(safetensors.torch.load_file("model.safetensors"))')
     raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
@@ -146,9 +165,11 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, probe: str | Path
     # share, and its 3D encoders are MONAI ResNets: one key layout serves every target, and the
     # strict load and the output check below prove it for each export.
     state = {k: v.detach().clone().contiguous() for k, v in backbone.state_dict().items()}
-    save_file(state, str(weights),
-              metadata={"format": fmt, "encoder": cfg.model.name, "in_channels": str(cfg.model.in_channels),
-                        "width": str(cfg.model.width)})
+    metadata = {"format": fmt, "encoder": cfg.model.name, "in_channels": str(cfg.model.in_channels),
+                "width": str(cfg.model.width), "norm": cfg.model.norm}
+    if cfg.model.norm == "group":
+        metadata["norm_groups"] = str(cfg.model.norm_groups)
+    save_file(state, str(weights), metadata=metadata)
     try:
         try:
             target.load_state_dict(load_file(str(weights)), strict=True)
@@ -182,6 +203,7 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
     card: dict = {
         "format": fmt,
         "architecture": {"encoder": cfg.model.name, "width": cfg.model.width, "spatial_dims": dims,
+                         "norm": cfg.model.norm, "norm_groups": cfg.model.norm_groups if cfg.model.norm == "group" else None,
                          "features": 8 * cfg.model.width * (4 if cfg.model.name == "resnet50" else 1)},
         "input": {"channels": cfg.model.in_channels, "contrasts": cfg.data.channels or None,
                   "kind": cfg.data.kind, "size": [side] * dims,
@@ -221,7 +243,8 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
         }
         table = format_table(metrics)
     (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
-    lines = [f"# {cfg.model.name} (width {cfg.model.width}), MoCo-pretrained with mocomri", "",
+    norm = "" if cfg.model.norm == "batch" else f", GroupNorm with {cfg.model.norm_groups} groups"
+    lines = [f"# {cfg.model.name} (width {cfg.model.width}{norm}), MoCo-pretrained with mocomri", "",
              f"- Format: `{fmt}`, weights `model.safetensors` (checked: max |difference| {difference:.2g} ≤ {TOLERANCE})",
              f"- Input: {cfg.model.in_channels} channel(s)" + (f" ({', '.join(cfg.data.channels)})" if cfg.data.channels else "")
              + f", {' x '.join([str(side)] * dims)}, {card['input']['normalisation']}",

@@ -97,6 +97,7 @@ BAD_VALUES = [
     ("moco.proj_dim=0", "moco.proj_dim"), ("data.num_workers=-2", "data.num_workers"), ("train.epochs=-1", "train.epochs"),
     ("data.image_size=0", "data.image_size"), ("model.width=0", "model.width"), ("model.in_channels=0", "model.in_channels"),
     ("moco.bn_splits=0", "moco.bn_splits"), ("moco.proj_hidden_dim=0", "moco.proj_hidden_dim"),
+    ("model.norm=layer", "model.norm"), ("model.norm_groups=0", "model.norm_groups"),
     ("optim.weight_decay=-0.1", "optim.weight_decay"), ("optim.sgd_momentum=1", "optim.sgd_momentum"),
     ("optim.warmup_epochs=-1", "optim.warmup_epochs"), ("optim.min_lr_ratio=2", "optim.min_lr_ratio"),
     ("train.max_steps=-1", "train.max_steps"), ("train.time_budget_min=-5", "train.time_budget_min"),
@@ -123,6 +124,19 @@ def test_load_config__every_constrained_value_is_checked_at_load_naming_its_key(
     message = str(caught.value)
     assert message.startswith(key) or f"'{key}" in message or key in message.split(":")[0]
     assert "\n" not in message
+
+
+def test_load_config__norm_names_the_key_and_its_choices():
+    with pytest.raises(ConfigError, match=r"^model\.norm='instance': expected one of 'batch', 'group'$"):
+        load_config(None, ["model.norm=instance"])
+
+
+def test_load_config__norm_groups_must_divide_the_width_only_for_group_norm():
+    with pytest.raises(ConfigError, match=r"model\.norm_groups=8 must divide model\.width=12"):
+        load_config(None, ["model.norm=group", "model.width=12"])
+    assert load_config(None, ["model.width=12"]).model.norm == "batch"  # BatchNorm has no groups
+    cfg = load_config(None, ["model.norm=group", "model.width=12", "model.norm_groups=4"])
+    assert (cfg.model.norm, cfg.model.norm_groups) == ("group", 4)
 
 
 def test_pretrain_command__bad_value_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):

@@ -15,20 +15,21 @@ from mocomri.export import TOLERANCE, ExportError, export_run
 from mocomri.models import create_encoder
 
 
-def _run(tmp_path: Path, name: str, in_channels: int, width: int, seed: int = 0) -> Path:
+def _run(tmp_path: Path, name: str, in_channels: int, width: int, seed: int = 0, norm: str = "batch") -> Path:
     """A run directory as `mocomri pretrain` leaves it: config.yaml and encoder.pt (random weights,
-    BatchNorm statistics moved off their initial values so that a wrong load would show)."""
-    run = tmp_path / f"{name}_c{in_channels}_w{width}"
+    norm statistics and scales moved off their initial values so that a wrong load would show)."""
+    run = tmp_path / f"{name}_c{in_channels}_w{width}_{norm}"
     run.mkdir()
     cfg = load_config(None, [f"model.name={name}", f"model.in_channels={in_channels}", f"model.width={width}",
-                             "data.image_size=32", "data.patch_size=16"])
+                             f"model.norm={norm}", "data.image_size=32", "data.patch_size=16"])
     save_config(cfg, run / "config.yaml")
     torch.manual_seed(seed)
-    backbone, _ = create_encoder(name, in_channels=in_channels, width=width)
+    backbone, _ = create_encoder(name, in_channels=in_channels, width=width, norm=norm)
     for module in backbone.modules():
         if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.GroupNorm)):
             module.weight.data.uniform_(0.5, 1.5)
     torch.save(backbone.state_dict(), run / "encoder.pt")
     return run
@@ -91,6 +92,56 @@ def test_export__loads_strictly_into_the_target_with_equal_outputs(tmp_path, fmt
     assert card["input"]["channels"] == channels and card["architecture"]["encoder"] == name
     markdown = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "model.safetensors" in markdown and "load_state_dict" in markdown
+
+
+@pytest.mark.parametrize("fmt,name,width", [("torchvision", "resnet18", 64), ("timm", "resnet18", 64),
+                                            ("safetensors", "resnet18_3d", 8)])
+def test_export__group_norm_run_loads_into_the_target_built_with_group_norm(tmp_path, monkeypatch, fmt, name, width):
+    if fmt == "timm":
+        timm = pytest.importorskip("timm")
+    run = _run(tmp_path, name, 1, width, norm="group")
+    result = export_run(run, fmt, tmp_path / "out")
+    assert result.max_abs_difference <= TOLERANCE
+    assert load_file(str(result.weights)).keys().isdisjoint({"bn1.running_mean", "bn1.running_var"})
+
+    def group_norm(channels, **factory):  # as a user would pass GroupNorm to the library (8: the default groups)
+        return torch.nn.GroupNorm(8, channels, **factory)
+
+    if fmt == "torchvision":
+        import torchvision
+
+        net = torchvision.models.resnet18(weights=None, norm_layer=group_norm)
+        net.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        net.fc = torch.nn.Identity()
+    elif fmt == "timm":
+        net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, norm_layer=group_norm)
+    else:
+        net, _ = create_encoder(name, width=width, norm="group", norm_groups=8)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    net.load_state_dict(load_file(str(result.weights)), strict=True)
+    backbone, _ = create_encoder(name, width=width, norm="group")
+    backbone.load_state_dict(torch.load(run / "encoder.pt", weights_only=True))
+    x = torch.randn(2, 1, *((16,) * 3 if name.endswith("_3d") else (32, 32)))
+    with torch.no_grad():
+        expected = backbone.eval()(x)
+        torch.testing.assert_close(net.eval()(x).reshape(expected.shape), expected, atol=TOLERANCE, rtol=0)
+    card = json.loads((tmp_path / "out" / "model_card.json").read_text())
+    assert (card["architecture"]["norm"], card["architecture"]["norm_groups"]) == ("group", 8)
+    # the card's loading lines, run as a user would run them beside the file
+    monkeypatch.chdir(tmp_path / "out")
+    scope: dict = {}
+    exec(f"import safetensors.torch, torch, torchvision, mocomri.models\n{'import timm' if fmt == 'timm' else ''}\n"
+         + card["loading"], scope)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in scope["net"].modules())
+    with torch.no_grad():
+        torch.testing.assert_close(scope["net"].eval()(x).reshape(expected.shape), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_export__group_norm_to_monai_names_monais_stem_only_norm(tmp_path):
+    run = _run(tmp_path, "resnet18_3d", 1, 8, norm="group")
+    with pytest.raises(ExportError, match=r"--format monai: model\.norm=group.*stem only.*--format safetensors"):
+        export_run(run, "monai", tmp_path / "out")
+    assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("fmt,name,width,advice", [

@@ -56,6 +56,32 @@ def test_load_encoder_source__bare_file_needs_the_matching_architecture(tmp_path
         source.build()
 
 
+def test_load_encoder_source__group_norm_run_is_rebuilt_with_group_norm(tmp_path: Path) -> None:
+    model = ModelConfig(name="resnet10_3d", width=4, norm="group", norm_groups=2)
+    save_config(Config(model=model), tmp_path / "config.yaml")
+    torch.manual_seed(3)
+    pretrained, _ = create_encoder("resnet10_3d", width=4, norm="group", norm_groups=2)
+    with torch.no_grad():  # affine parameters off their initial values, so a wrong load would show
+        for m in pretrained.modules():
+            if isinstance(m, nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+    torch.save(pretrained.state_dict(), tmp_path / "encoder.pt")
+
+    source = load_encoder_source(tmp_path)
+    assert (source.model.norm, source.model.norm_groups) == ("group", 2)
+    for seed in (0, 1):  # the run's encoder, and the random-init baseline of its architecture
+        rebuilt, _ = (source if seed == 0 else load_encoder_source("random", source.model)).build(seed=seed)
+        norms = {type(m) for m in rebuilt.modules() if isinstance(m, (nn.GroupNorm, nn.modules.batchnorm._BatchNorm))}
+        assert norms == {nn.GroupNorm}
+    rebuilt, _ = source.build()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), pretrained.eval()(x), atol=0, rtol=0)
+    # the same weights read as a BatchNorm encoder: an error that names the norm
+    with pytest.raises(ConfigError, match=r"encoder\.pt does not fit model\.name=resnet10_3d width=4 in_channels=1 norm=batch"):
+        load_encoder_source(tmp_path / "encoder.pt", ModelConfig(name="resnet10_3d", width=4)).build()
+
+
 def test_load_encoder_source__missing_weights_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="encoder.pt"):
         load_encoder_source(tmp_path)

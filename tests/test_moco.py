@@ -120,6 +120,29 @@ def test_moco__auto_without_distributed_is_split_and_backbone_is_base_encoder():
     assert model.backbone is model.base_encoder
 
 
+def _group_norm_moco(shuffle_bn: str) -> MoCo:
+    torch.manual_seed(0)
+    backbone, features = create_encoder("resnet18", in_channels=1, width=8, norm="group", norm_groups=4)
+    return MoCo(backbone, features, proj_dim=8, proj_hidden_dim=16, queue_size=32, shuffle_bn=shuffle_bn, bn_splits=4)
+
+
+def test_moco__auto_on_a_group_norm_encoder_is_none():
+    model = _group_norm_moco("auto").train()
+    assert model.shuffle_bn == "none"
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    out = model(*_views(4), momentum=0.99, subjects=torch.arange(4))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
+def test_moco__split_on_a_group_norm_encoder_warns_that_it_only_shuffles():
+    with pytest.warns(UserWarning, match=r"shuffle_bn='split': the encoder has no BatchNorm .*bn_splits is unused"):
+        model = _group_norm_moco("split")
+    assert model.shuffle_bn == "split"
+    assert {type(m) for m in model.base_encoder.modules()} >= {torch.nn.GroupNorm}
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in model.modules())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

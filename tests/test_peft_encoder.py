@@ -75,6 +75,25 @@ def test_pem_encoder__merged_encoder_gives_the_same_outputs(name: str, kind: str
         assert not torch.allclose(merged(x), _tiny(name)[0](x))  # the module did change something
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet10_3d"])
+def test_pem_encoder__ia3_on_a_group_norm_encoder_scales_each_blocks_last_groupnorm(name: str) -> None:
+    torch.manual_seed(0)
+    encoder, _ = create_encoder(name, in_channels=1, width=2, norm="group", norm_groups=2)
+    x = torch.randn(3, 1, *(8,) * (3 if name.endswith("_3d") else 2))
+    with torch.no_grad():
+        expected = encoder.eval()(x)
+    wrapped = PEMEncoder(encoder, PEMSpec("ia3", default_targets(encoder, "ia3")))
+    norms = [layer for layer in wrapped.layers if layer.endswith(".bn2")]
+    assert norms and all(isinstance(wrapped.encoder.get_submodule(layer).base, torch.nn.GroupNorm) for layer in norms)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        assert torch.equal(wrapped.train()(x), expected)  # a fresh module changes nothing, in train mode too
+        for p in wrapped.trainable_parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        torch.testing.assert_close(wrapped.merged().train()(x), wrapped(x), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(wrapped(x), expected)
+
+
 def test_pem_encoder__targets_resolve_by_pattern_and_a_pattern_matching_nothing_is_an_error() -> None:
     encoder, _ = _tiny("resnet18")
     wrapped = PEMEncoder(encoder, PEMSpec("lora", ("layer3.*.conv*",), rank=2))

@@ -102,6 +102,29 @@ def test_ia3_batchnorm__scales_the_output_and_folds_in_eval_mode(bn, shape) -> N
 
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 4, 4), (2, 6, 3, 4, 5)])
+def test_ia3_groupnorm__scales_the_output_and_folds_in_either_mode(shape) -> None:
+    torch.manual_seed(0)
+    gn = nn.GroupNorm(3, 6)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 2), gn.bias.uniform_(-1, 1)
+    layer = _randomise(IA3(gn), seed=5)
+    x = torch.randn(shape)
+    view = (1, -1, *(1,) * (len(shape) - 2))
+    groups = x.reshape(shape[0], 3, -1)  # (B, G, C/G·S): each sample's group of 2 channels
+    normalised = ((groups - groups.mean(-1, keepdim=True))
+                  / torch.sqrt(groups.var(-1, unbiased=False, keepdim=True) + gn.eps)).reshape(shape)
+    expected = layer.ia3_scale.reshape(view) * (gn.weight.reshape(view) * normalised + gn.bias.reshape(view))
+    for mode in (True, False):
+        torch.testing.assert_close(layer.train(mode)(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer.folded().train(mode)(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_ia3__norm_layer_without_affine_is_an_error() -> None:
+    with pytest.raises(ValueError, match="'gn' is a GroupNorm without affine parameters"):
+        IA3(nn.GroupNorm(2, 4, affine=False), name="gn")
+
+
 def test_ia3_linear__fresh_module_is_the_identity() -> None:
     base = nn.Linear(5, 3)
     x = torch.randn(4, 5)

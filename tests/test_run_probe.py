@@ -216,6 +216,23 @@ def test_probe_cli__prints_table_and_writes_report(tmp_path: Path, fake_dataset:
     assert (run_dir / "probe" / "report.md").is_file()
 
 
+def test_probe_cli__group_norm_run_is_probed_with_its_group_norm(tmp_path: Path, fake_dataset: None) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    group = Config(model=ModelConfig(name="resnet18", width=4, norm="group", norm_groups=2), data=TINY.data)
+    save_config(group, run_dir / "config.yaml")
+    torch.manual_seed(123)
+    backbone, _ = create_encoder("resnet18", in_channels=1, width=4, norm="group", norm_groups=2)
+    torch.save(backbone.state_dict(), run_dir / "encoder.pt")  # strict loading fails unless rebuilt with GroupNorm
+    manifest = _write_manifest(tmp_path / "m.csv")
+    code = main(["probe", "--encoder", str(run_dir), "--manifest", str(manifest), "--label-fractions", "1.0",
+                 "--seeds", "1", "--n-boot", "100", "--knn-k", "5", "--no-raw-pixels"])
+    assert code == 0
+    metrics = json.loads((run_dir / "probe" / "metrics.json").read_text())
+    assert metrics["provenance"]["architecture"]["norm"] == "group"
+    assert "GroupNorm (2 groups)" in (run_dir / "probe" / "report.md").read_text()
+
+
 def test_probe_cli__leakage_is_one_line_error(tmp_path: Path, fake_dataset: None, capsys) -> None:
     manifest = _write_manifest(tmp_path / "m.csv", leak=True)
     code = main(["probe", "--encoder", "random", "--width", "4", "--manifest", str(manifest),

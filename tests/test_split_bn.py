@@ -130,6 +130,18 @@ def test_convert_to_split_bn__swaps_and_keeps_weights():
         assert torch.equal(value, before[name]), name
 
 
+def test_convert_to_split_bn__group_norm_encoder_is_left_as_it_is():
+    from mocomri.models import create_encoder
+    from mocomri.models.norm import has_batch_norm
+
+    encoder, _ = create_encoder("resnet10_3d", width=4, norm="group", norm_groups=2)
+    before = {name: (m, type(m)) for name, m in encoder.named_modules()}
+    assert convert_to_split_bn(encoder, 4) is encoder
+    assert {name: (m, type(m)) for name, m in encoder.named_modules()} == before  # the same objects, unswapped
+    assert not has_batch_norm(encoder)
+    assert has_batch_norm(create_encoder("resnet10_3d", width=4)[0])
+
+
 def test_convert_to_split_bn__top_level_batchnorm_is_returned():
     converted = convert_to_split_bn(nn.BatchNorm2d(4), 2)
     assert isinstance(converted, SplitBatchNorm2d)

@@ -55,13 +55,11 @@ class EncoderSource:
         Raises:
             ConfigError: the weights do not fit the architecture; the message names both.
         """
-        from mocomri.models.encoders import create_encoder
+        from mocomri.models.encoders import encoder_from_config
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            backbone, feature_dim = create_encoder(
-                self.model.name, in_channels=self.model.in_channels, width=self.model.width
-            )
+            backbone, feature_dim = encoder_from_config(self.model)
         if self.state_dict is not None:
             try:
                 backbone.load_state_dict(self.state_dict)
@@ -69,7 +67,8 @@ class EncoderSource:
                 first = str(e).strip().splitlines()[0]
                 raise ConfigError(
                     f"{self.weights_path} does not fit model.name={self.model.name} "
-                    f"width={self.model.width} in_channels={self.model.in_channels}: {first}"
+                    f"width={self.model.width} in_channels={self.model.in_channels} "
+                    f"norm={self.model.norm}: {first}"
                 ) from None
         return backbone, feature_dim
 

@@ -110,7 +110,8 @@ def render_markdown(metrics: dict[str, Any]) -> str:
                 ["encoder weights", f"`{p['weights']}`" if p["weights"] else "random initialisation"],
                 ["checkpoint step", str(p["checkpoint_step"]) if p["checkpoint_step"] is not None else "unknown"],
                 ["encoder.pt sha1", f"`{p['encoder_sha1']}`" if p["encoder_sha1"] else "n/a"],
-                ["architecture", f"{arch['name']}, width {arch['width']}, in_channels {arch['in_channels']}"],
+                ["architecture", f"{arch['name']}, width {arch['width']}, in_channels {arch['in_channels']}"
+                 + (f", GroupNorm ({arch['norm_groups']} groups)" if arch.get("norm") == "group" else "")],
             ],
         ),
         "",

@@ -7,6 +7,7 @@ arXiv:2003.04297).
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -24,6 +25,7 @@ from mocomri.models.distributed import (
 )
 from mocomri.models.momentum import momentum_update
 from mocomri.models.queue import KeyQueue
+from mocomri.models.norm import has_batch_norm
 from mocomri.models.split_bn import convert_to_split_bn
 
 SHUFFLE_BN_MODES = ("auto", "ddp", "split", "none")
@@ -66,9 +68,12 @@ class MoCo(nn.Module):
         shuffle_bn: how BatchNorm is kept from leaking the positive (section 3.3 of the paper).
             ``"ddp"``: shuffle the key batch across ranks; ``"split"``: on one device, BatchNorm
             over ``bn_splits`` sub-batches in both branches (as in the official MoCo Colab demo)
-            and a shuffled key batch; ``"none"``: nothing; ``"auto"``: ``"ddp"`` when
-            torch.distributed is initialised with more than one process, else ``"split"``.
-            Resolved here, so initialise torch.distributed before building the model.
+            and a shuffled key batch; ``"none"``: nothing; ``"auto"``: ``"none"`` for an
+            encoder without BatchNorm (GroupNorm has no batch statistics to leak through), else
+            ``"ddp"`` when torch.distributed is initialised with more than one process, else
+            ``"split"``. Resolved here, so initialise torch.distributed before building the
+            model. ``"ddp"`` or ``"split"`` on an encoder without BatchNorm only shuffle the
+            key batch, with a warning.
         bn_splits: sub-batches for ``"split"``.
 
     Raises:
@@ -97,8 +102,14 @@ class MoCo(nn.Module):
             raise ValueError(f"temperature={temperature} must be positive")
         if shuffle_bn not in SHUFFLE_BN_MODES:
             raise ValueError(f"shuffle_bn={shuffle_bn!r} must be one of {SHUFFLE_BN_MODES}")
+        batch_norm = has_batch_norm(base_encoder)
         if shuffle_bn == "auto":
-            shuffle_bn = "ddp" if is_dist() and world_size() > 1 else "split"
+            shuffle_bn = "none" if not batch_norm else "ddp" if is_dist() and world_size() > 1 else "split"
+        elif shuffle_bn != "none" and not batch_norm:
+            warnings.warn(f"shuffle_bn={shuffle_bn!r}: the encoder has no BatchNorm (e.g. model.norm=group), so "
+                          "there are no batch statistics to keep from leaking the positive and only the key "
+                          "batch is shuffled (bn_splits is unused); 'auto' or 'none' skip the shuffle",
+                          stacklevel=2)
         if shuffle_bn == "ddp" and not is_dist():
             raise ValueError("shuffle_bn='ddp' needs torch.distributed to be initialised before MoCo is built")
         self.shuffle_bn = shuffle_bn

@@ -90,7 +90,8 @@ def convert_to_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
     """Replaces every ``BatchNorm2d``/``BatchNorm3d`` in ``module`` by its split version.
 
     Children are swapped in place, keeping their weights, running statistics,
-    ``requires_grad`` and train/eval mode. Split layers and other norms are left as they are.
+    ``requires_grad`` and train/eval mode. Split layers and other norms (GroupNorm) are left
+    as they are.
 
     Args:
         module: the network to convert.

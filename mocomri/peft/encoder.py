@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mocomri.peft.ia3 import IA3
+from mocomri.peft.ia3 import IA3, IA3_OUTPUT_LAYERS
 from mocomri.peft.lora import LORA_LAYERS, LoRA
 from mocomri.files import state_dict_digest
 from mocomri.peft.module_file import PEM, BaseEncoder, Head
@@ -122,7 +122,7 @@ def resolve_targets(encoder: nn.Module, spec: PEMSpec) -> list[str]:
     """
     if not spec.targets:
         raise ValueError("no target patterns given")
-    kinds = LORA_LAYERS if spec.kind == "lora" else (*LORA_LAYERS, _BatchNorm)
+    kinds = LORA_LAYERS if spec.kind == "lora" else (*LORA_LAYERS, *IA3_OUTPUT_LAYERS)
     candidates = [name for name, m in encoder.named_modules() if name and isinstance(m, kinds)]
     chosen: set[str] = set()
     for pattern in spec.targets:

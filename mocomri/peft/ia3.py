@@ -15,6 +15,13 @@ BatchNorm's output (in eval mode) equals scaling its affine weight and bias, so 
 exactly into the base weights. A scaled tensor that then went into a BatchNorm in train mode
 would be renormalised away, which is why :class:`~mocomri.peft.encoder.PEMEncoder` keeps every
 BatchNorm in eval mode.
+
+A GroupNorm encoder (``model.norm=group``) has GroupNorm where BatchNorm was: its output is
+``γ·x̂ + β`` per channel as well, so it is targeted, scaled and folded the same way, in either
+mode. GroupNorm always normalises with the sample's own statistics, so a conv target's scale
+is partly normalised away by the GroupNorm after it (a common factor on all of a group's
+channels cancels; the mixing of channels by the conv keeps the rest); the norm target's scale,
+after the normalisation, is not.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 IA3_INPUT_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv3d)
+IA3_OUTPUT_LAYERS = (_BatchNorm, nn.GroupNorm)
 
 
 class IA3(nn.Module):
@@ -33,14 +41,14 @@ class IA3(nn.Module):
 
     Args:
         base: a ``nn.Linear``/``nn.Conv2d``/``nn.Conv3d`` (groups 1; its input is scaled) or an
-            affine BatchNorm (its output is scaled).
+            affine BatchNorm or GroupNorm (its output is scaled).
         name: the layer's name in its encoder, for error messages.
 
     Raises:
-        ValueError: an unsupported layer, a grouped convolution or a BatchNorm without affine.
+        ValueError: an unsupported layer, a grouped convolution or a norm layer without affine.
 
     Shape:
-        ia3_scale: (C,), C the input channels of a conv/linear, the channels of a BatchNorm.
+        ia3_scale: (C,), C the input channels of a conv/linear, the channels of a norm layer.
     """
 
     def __init__(self, base: nn.Module, name: str = "") -> None:
@@ -50,13 +58,13 @@ class IA3(nn.Module):
                 raise ValueError(f"(IA)³ target {name!r} is a grouped convolution (groups={base.groups}); "
                                  "only groups=1 is supported")
             channels, self.scales_input = base.weight.shape[1], True
-        elif isinstance(base, _BatchNorm):
+        elif isinstance(base, IA3_OUTPUT_LAYERS):
             if not base.affine:
-                raise ValueError(f"(IA)³ target {name!r} is a BatchNorm without affine parameters")
-            channels, self.scales_input = base.num_features, False
+                raise ValueError(f"(IA)³ target {name!r} is a {type(base).__name__} without affine parameters")
+            channels, self.scales_input = base.weight.shape[0], False
         else:
             raise ValueError(f"(IA)³ target {name!r} is a {type(base).__name__}; (IA)³ scales the input of "
-                             "Linear/Conv2d/Conv3d layers or the output of BatchNorm layers")
+                             "Linear/Conv2d/Conv3d layers or the output of BatchNorm/GroupNorm layers")
         self.base = base
         self.ia3_scale = nn.Parameter(torch.ones(channels, dtype=base.weight.dtype, device=base.weight.device))
 

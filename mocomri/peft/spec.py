@@ -47,8 +47,9 @@ def default_targets(encoder: nn.Module, kind: str) -> tuple[str, ...]:
     """Target patterns for an encoder of the registry.
 
     LoRA: every convolution of the residual blocks (``layer*.*.conv*``). (IA)³: each block's
-    last convolution (input scaled, the ``l_ff`` analogue) and last BatchNorm (output scaled,
-    the residual branch before the addition); see :mod:`mocomri.peft.ia3` for why.
+    last convolution (input scaled, the ``l_ff`` analogue) and last norm layer, BatchNorm or
+    GroupNorm (output scaled, the residual branch before the addition); see
+    :mod:`mocomri.peft.ia3` for why.
 
     Raises:
         ValueError: an unknown kind.

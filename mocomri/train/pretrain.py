@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from mocomri.config import Config, config_to_dict, save_config
 from mocomri.errors import MocomriError
 from mocomri.files import file_digest
-from mocomri.models import MoCo, constant_momentum, cosine_momentum, create_encoder, spatial_dims_of
+from mocomri.models import MoCo, constant_momentum, cosine_momentum, encoder_from_config, spatial_dims_of
 from mocomri.train.checkpoint import (
     atomic_save,
     last_checkpoint,
@@ -65,7 +65,7 @@ class PretrainResult:
 
 def build_model(cfg: Config) -> MoCo:
     """The MoCo module a config describes, on the CPU."""
-    backbone, feature_dim = create_encoder(cfg.model.name, in_channels=cfg.model.in_channels, width=cfg.model.width)
+    backbone, feature_dim = encoder_from_config(cfg.model)
     return MoCo(
         backbone,
         feature_dim,
@@ -200,8 +200,9 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
     logger = RunLogger(run_dir, tensorboard=cfg.log.tensorboard, enabled=rt.is_main)
     knn = _KnnMonitor(manifest, cfg, rt) if rt.is_main and cfg.log.knn_monitor else None
     if rt.is_main:
+        norm = f", GroupNorm in {cfg.model.norm_groups} groups" if cfg.model.norm == "group" else ""
         print(
-            f"pretraining {cfg.model.name} (width {cfg.model.width}) on {n_items} items: "
+            f"pretraining {cfg.model.name} (width {cfg.model.width}{norm}) on {n_items} items: "
             f"{total_steps} steps of {cfg.train.batch_size}x{rt.world_size}, device {rt.device}, "
             f"{rt.precision}{', channels-last' if rt.channels_last else ''}, K={cfg.moco.queue_size}, "
             f"m={cfg.moco.momentum} ({cfg.moco.momentum_schedule}), T={cfg.moco.temperature} -> {run_dir}"
