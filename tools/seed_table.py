@@ -6,7 +6,8 @@ Each argument is a ``metrics.json`` of ``mocomri probe`` on one pretraining seed
 manifest, fractions and probe seeds). For every method and label fraction it prints the mean ±
 std over the runs of each run's accuracy (itself a mean over the probe's label-fraction draws),
 and each run's 95 % bootstrap CI; baselines that do not depend on the pretraining seed (random
-init, raw pixels) have one value and their CI. Markdown, ready for BENCHMARKS.md.
+init, raw pixels) have one value and the CI of the last file given (list the most recent probe
+last). Markdown, ready for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def main() -> None:
             means = [100 * v["mean"] for v in values]
             cis = [f"[{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}]" for v in values]
             if len(values) == 1 or len({round(x, 6) for x in means}) == 1:  # one run, or a baseline
-                cells.append(f"{means[0]:.1f} {cis[0]}")
+                # A baseline's CI from the last file: the probe's CI definition changed once (CI of
+                # draw 0, then of the mean over draws), and the most recent run carries the current one.
+                cells.append(f"{means[-1]:.1f} {cis[-1]}")
             else:
                 cells.append(f"{statistics.mean(means):.1f} ± {statistics.stdev(means):.1f} {' '.join(cis)}")
         print(f"| {name} | {len(present)} | " + " | ".join(cells) + " |")
