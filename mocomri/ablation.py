@@ -7,7 +7,8 @@ per-cell overrides (the budget) and the probe settings::
     out_dir: runs/ablation_momentum
     grid:                               # the product of these values ...
       moco.momentum: [0.0, 0.9, 0.99]
-    cells: []                           # ... or explicit cells: [{name: a, moco.momentum: 0.9}, ...]
+    cells: []                           # ... or explicit cells: [{name: a, moco.momentum: 0.9}, ...],
+                                        #     each with its own seeds if it names them (seeds: [0, 1, 2])
     seeds: [0]
     overrides: [train.time_budget_min=4]
     probe: {label_fractions: [1.0], seeds: 1, unit: item}   # random-init is probed beside MoCo
@@ -93,12 +94,14 @@ def load_ablation(path: str | Path, out_dir: str | None = None) -> AblationSpec:
         keys = list(grid)
         points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
     else:
-        keys = sorted({k for c in explicit for k in c})
+        keys = sorted({k for c in explicit for k in c} - {"seeds"})
         points = [dict(c) for c in explicit]
     root = Path(out_dir or tree.get("out_dir") or f"runs/{path.stem}")
     seeds = tree.get("seeds") or [0]
     cells = []
-    for values, seed in itertools.product(points, seeds):
+    # An explicit cell may name its own seeds (more for the cells a reading rests on).
+    pairs = [(values, seed) for values in points for seed in (values.pop("seeds", None) or seeds)]
+    for values, seed in pairs:
         name = str(values.get("name") or "__".join(f"{_short(k)}={v}" for k, v in values.items())) + f"__seed={seed}"
         name = re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
         cells.append(Cell(name, values, int(seed), root / "cells" / name))
@@ -138,10 +141,11 @@ def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     print(f"--- cell {cell.name}", flush=True)
     started = time.perf_counter()
-    record: dict[str, Any] = {"cell": cell.name, "seed": cell.seed, **cell.values}
+    record: dict[str, Any] = {"cell": cell.name, "seed": cell.seed, **cell.values, "queue_size": cfg.moco.queue_size}
     try:
         result = pretrain(cfg)
-        record.update(status="ok", steps=result.steps, final_loss=result.final_loss, contrastive_acc=result.final_accuracy, pretrain_s=result.wall_time_s)
+        record.update(status="ok", steps=result.steps, final_loss=result.final_loss, contrastive_acc=result.final_accuracy, pretrain_s=result.wall_time_s,
+                      step_s=result.wall_time_s / max(result.steps, 1))
         record.update(_probe(spec, cfg, cell.run_dir, encoder=str(cell.run_dir)))
     except MocomriError as e:  # a failed cell is a result (e.g. m = 0), not a crash of the grid
         record.update(status="failed", error=str(e))
@@ -197,11 +201,46 @@ def _run_parallel(spec: AblationSpec, cells: list[Cell], parallel: int) -> None:
 
 
 def collect(spec: AblationSpec) -> list[dict[str, Any]]:
+    """One row per cell (``status: pending`` where it has not run), with its queue size and step
+    budget from its config, and the final loss relative to chance, ``final_loss / log(K + 1)``."""
     rows = []
     for cell in spec.cells:
         path = cell.run_dir / "cell.json"
-        rows.append(json.loads(path.read_text()) if path.is_file() else {"cell": cell.name, "seed": cell.seed, **cell.values, "status": "pending"})
+        row = json.loads(path.read_text()) if path.is_file() else {"cell": cell.name, "seed": cell.seed, **cell.values, "status": "pending"}
+        cfg = load_config(spec.base, cell.overrides(spec.overrides))
+        row.setdefault("queue_size", cfg.moco.queue_size)
+        row["max_steps"] = cfg.train.max_steps
+        if isinstance(row.get("final_loss"), (int, float)):
+            row["loss_over_chance"] = row["final_loss"] / math.log(row["queue_size"] + 1)
+        rows.append(row)
     return rows
+
+
+def summarise(spec: AblationSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells of one setting (the same values, any seed) as one row: mean and sample std over
+    seeds of the probe accuracy, the final loss and its ratio to chance, and the time of a step."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(_yaml_scalar(r.get(k)) for k in spec.keys), []).append(r)
+    out = []
+    for members in groups.values():
+        ok = [r for r in members if "probe_acc" in r]
+        summary: dict[str, Any] = {k: members[0].get(k) for k in spec.keys}
+        summary |= {"seeds": [r["seed"] for r in ok], "n_cells": len(members), "failed": sum(r.get("status") == "failed" for r in members)}
+        for key in ("probe_acc", "final_loss", "loss_over_chance", "contrastive_acc", "step_s"):
+            values = [float(r[key]) for r in ok if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+            summary[key] = sum(values) / len(values) if values else None
+            summary[f"{key}_sd"] = _sd(values)
+        summary["cis"] = [(r["probe_acc_ci_low"], r["probe_acc_ci_high"]) for r in ok]
+        out.append(summary)
+    return out
+
+
+def _sd(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
@@ -210,7 +249,7 @@ def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
     The random-init baseline is probed in every cell (same architecture, same probe, features
     shared through the grid's feature cache); the table and plots show it beside MoCo.
     """
-    columns = ["cell", *spec.keys, "seed", "status", "steps", "final_loss", "contrastive_acc", "probe_acc", "probe_acc_ci_low", "probe_acc_ci_high", "probe_acc_std", "probe_balanced_acc", "baseline_acc", "baseline_acc_ci_low", "baseline_acc_ci_high", "pretrain_s", "wall_s", "error"]
+    columns = ["cell", *spec.keys, "seed", "status", "steps", "queue_size", "final_loss", "loss_over_chance", "contrastive_acc", "probe_acc", "probe_acc_ci_low", "probe_acc_ci_high", "probe_acc_std", "probe_balanced_acc", "baseline_acc", "baseline_acc_ci_low", "baseline_acc_ci_high", "pretrain_s", "step_s", "wall_s", "error"]
     baseline = next((r for r in rows if "baseline_acc" in r), None)
     with open(spec.out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -228,6 +267,18 @@ def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
         lines.append(
             "| " + " | ".join([*(str(r.get(k)) for k in spec.keys), str(r["seed"]), acc, _fmt(r.get("final_loss")), _fmt(r.get("contrastive_acc")), str(r.get("steps", "—")), _fmt(r.get("wall_s", 0) / 60, 1), status]) + " |"
         )
+    summary = summarise(spec, rows)
+    if any(len(g["seeds"]) > 1 for g in summary):
+        lines += ["", "Over seeds (mean ± sd; each seed's 95% CI):", ""]
+        header = [*spec.keys, "seeds", "probe acc %", "per-seed CIs", "final loss / log(K+1)", "contrastive acc", "step (ms)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for g in summary:
+            if not g["seeds"]:
+                continue
+            acc = f"{100 * g['probe_acc']:.1f}" + (f" ± {100 * g['probe_acc_sd']:.1f}" if g["probe_acc_sd"] is not None else "")
+            cis = " ".join(f"[{100 * lo:.1f}, {100 * hi:.1f}]" for lo, hi in g["cis"])
+            step = "—" if g["step_s"] is None else f"{1000 * g['step_s']:.0f}"
+            lines.append("| " + " | ".join([*(str(g.get(k)) for k in spec.keys), str(len(g["seeds"])), acc, cis, _fmt(g["loss_over_chance"]), _fmt(g["contrastive_acc"]), step]) + " |")
     (spec.out_dir / "results.md").write_text("\n".join(lines) + "\n")
     for key in spec.plots:
         _plot(spec, rows, baseline, key)
@@ -236,39 +287,60 @@ def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
 
 
 def _plot(spec: AblationSpec, rows: list[dict[str, Any]], baseline: dict[str, Any] | None, key: str) -> None:
+    """Probe accuracy (each seed, and the mean over seeds) and final loss / log(K+1) against ``key``.
+
+    For the momentum, the x axis is 1 − m on a log scale and a vertical line marks the run's
+    horizon 1 − m = 1/steps: to its left the key encoder moves less than about 1 − 1/e of the way
+    to the query encoder within the run. Cells that vary another key too (e.g. a cosine schedule
+    of m) are drawn as horizontal lines, not at their starting value.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if "probe_acc" in r and isinstance(r.get(key), (int, float))]
-    if not ok:
+    others = [k for k in spec.keys if k != key]
+    plain = [r for r in rows if "probe_acc" in r and isinstance(r.get(key), (int, float)) and not any(r.get(k) is not None for k in others)]
+    special = [r for r in rows if "probe_acc" in r and any(r.get(k) is not None for k in others)]
+    if not plain:
         return
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    if key == "moco.momentum":
-        # log(1 - m): 0.9, 0.99, 0.999 ... equally spaced; m = 0 sits at 1 - m = 1
-        xs = [1 - r[key] for r in ok]
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel("1 − m (momentum coefficient m)")
-    else:
-        xs = [r[key] for r in ok]
-        if all(x > 0 for x in xs) and max(xs) / max(min(xs), 1e-12) >= 10:
-            ax.set_xscale("log", base=2)
-        ax.set_xlabel(key)
-    ys = [100 * r["probe_acc"] for r in ok]
-    lo = [100 * (r["probe_acc"] - r["probe_acc_ci_low"]) for r in ok]
-    hi = [100 * (r["probe_acc_ci_high"] - r["probe_acc"]) for r in ok]
-    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label="MoCo (95% CI)")
-    if baseline:
-        ax.axhline(100 * baseline["baseline_acc"], color="grey", ls="--", label="random-init")
+    momentum = key == "moco.momentum"
+
+    def x_of(r: dict[str, Any]) -> float:
+        return 1 - r[key] if momentum else r[key]
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, label in ((axes[0], "probe_acc", "linear-probe accuracy (%)"), (axes[1], "loss_over_chance", "final loss / log(K+1)")):
+        scale = 100 if metric == "probe_acc" else 1
+        points = [(x_of(r), scale * r[metric]) for r in plain if isinstance(r.get(metric), (int, float))]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o", alpha=0.45, label="one seed")
+        xs = sorted({p[0] for p in points})
+        means = [sum(p[1] for p in points if p[0] == x) / sum(1 for p in points if p[0] == x) for x in xs]
+        ax.plot(xs, means, "-", color="C0", label="mean over seeds")
+        if metric == "probe_acc" and baseline:
+            ax.axhline(100 * baseline["baseline_acc"], color="grey", ls="--", label="random init")
+        for i, group in enumerate({tuple(str(r.get(k)) for k in others) for r in special}):
+            members = [r for r in special if tuple(str(r.get(k)) for k in others) == group and isinstance(r.get(metric), (int, float))]
+            if members:
+                name = ", ".join(f"{_short(k)}={v}" for k, v in zip(others, group) if v != "None")
+                ax.axhline(scale * sum(r[metric] for r in members) / len(members), color=f"C{i + 2}", ls=":", label=name)
+        if momentum:
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ax.set_xlabel("1 − m (momentum coefficient m)")
+            steps = max((r.get("steps") or 0) for r in plain)
+            if steps:
+                ax.axvline(1 / steps, color="red", alpha=0.5, label=f"horizon 1/(1−m) = {steps} steps")
+        else:
+            if all(x > 0 for x in xs) and max(xs) / max(min(xs), 1e-12) >= 10:
+                ax.set_xscale("log", base=2)
+            ax.set_xlabel(key)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
     failed = [r for r in rows if r.get("status") == "failed" and isinstance(r.get(key), (int, float))]
     for r in failed:
-        x = (1 - r[key]) if key == "moco.momentum" else r[key]
-        ax.axvline(x, color="red", alpha=0.3)
-    ax.set_ylabel("linear-probe accuracy (%)")
-    ax.set_title(f"{spec.path.stem}: probe accuracy vs {key}")
-    ax.legend(fontsize=8)
+        axes[0].axvline(x_of(r), color="red", alpha=0.3)
+    fig.suptitle(f"{spec.path.stem}: against {key}")
     fig.tight_layout()
     fig.savefig(spec.out_dir / f"acc_vs_{_short(key)}.png", dpi=120)
     plt.close(fig)

@@ -65,6 +65,22 @@ def test_load_ablation__cells_and_names(tmp_path, labelled_manifest):
     assert "moco.momentum=0.99" in spec.cells[1].overrides(spec.overrides)
 
 
+def test_load_ablation__explicit_cells_may_name_their_own_seeds(tmp_path, labelled_manifest):
+    path = _write_grid(tmp_path, labelled_manifest)
+    tree = yaml.safe_load(path.read_text())
+    del tree["grid"]
+    tree["seeds"] = [0, 1]
+    tree["cells"] = [{"moco.momentum": 0.9}, {"moco.momentum": 0.99, "seeds": [0, 1, 2]}]
+    path.write_text(yaml.safe_dump(tree))
+    spec = load_ablation(path)
+    assert [(c.values, c.seed) for c in spec.cells] == [
+        ({"moco.momentum": 0.9}, 0), ({"moco.momentum": 0.9}, 1),
+        ({"moco.momentum": 0.99}, 0), ({"moco.momentum": 0.99}, 1), ({"moco.momentum": 0.99}, 2),
+    ]
+    assert spec.keys == ["moco.momentum"]
+    assert "train.seed=2" in spec.cells[-1].overrides(spec.overrides)
+
+
 def test_load_ablation__bad_cell_key_is_named_before_running(tmp_path, labelled_manifest):
     path = _write_grid(tmp_path, labelled_manifest)
     tree = yaml.safe_load(path.read_text())
@@ -134,3 +150,21 @@ def test_run_cell__failure_is_recorded_not_raised(tmp_path, labelled_manifest, m
     record = ablation.run_cell(spec, spec.cells[0])
     assert record["status"] == "failed" and "step 3" in record["error"]
     assert (spec.cells[0].run_dir / "cell.json").is_file()
+
+
+def test_summarise__mean_and_sample_sd_over_seeds(tmp_path, labelled_manifest):
+    from mocomri.ablation import summarise
+
+    spec = load_ablation(_write_grid(tmp_path, labelled_manifest, momenta=(0.9, 0.99)))
+    rows = [
+        {"moco.momentum": 0.9, "seed": 0, "probe_acc": 0.60, "probe_acc_ci_low": 0.5, "probe_acc_ci_high": 0.7, "step_s": 0.2},
+        {"moco.momentum": 0.9, "seed": 1, "probe_acc": 0.70, "probe_acc_ci_low": 0.6, "probe_acc_ci_high": 0.8, "step_s": 0.4},
+        {"moco.momentum": 0.99, "seed": 0, "status": "pending"},
+    ]
+    first, second = summarise(spec, rows)
+    assert first["seeds"] == [0, 1]
+    assert first["probe_acc"] == pytest.approx(0.65)
+    assert first["probe_acc_sd"] == pytest.approx(0.0707107, rel=1e-5)  # sqrt(((0.05)^2 * 2) / 1)
+    assert first["step_s"] == pytest.approx(0.3)
+    assert first["cis"] == [(0.5, 0.7), (0.6, 0.8)]
+    assert second["seeds"] == [] and second["probe_acc"] is None

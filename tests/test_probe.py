@@ -42,6 +42,18 @@ def test_fit_linear_probe__one_subject_per_class_skips_cv() -> None:
     assert (model.predict(x) == y).all()
 
 
+def test_fit_linear_probe__parallel_cv_fits_the_same_model() -> None:
+    # Noisy classes, so that the CV has a real choice of C to make.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(400, 12))
+    y = (x[:, 0] + 0.8 * rng.normal(size=400) > 0).astype(int)
+    groups = np.arange(400) // 4
+    serial = fit_linear_probe(x, y, groups)
+    parallel = fit_linear_probe(x, y, groups, n_jobs=2)
+    assert parallel[-1].C == serial[-1].C
+    np.testing.assert_array_equal(parallel[-1].coef_, serial[-1].coef_)
+
+
 def test_fit_linear_probe__pca_reduces_the_input() -> None:
     x, y, groups = _separable(120, 2, 50, seed=3)
     model = fit_linear_probe(x, y, groups, pca_components=10)

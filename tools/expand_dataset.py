@@ -2,13 +2,14 @@
 """Offline dataset expansion: each image plus N augmented copies, written to disk with a manifest.
 
 This is the "expand the set offline" alternative to MoCo's online augmentation, for the
-offline-expansion ablation (docs/ablations.md). The copies are drawn with the same MRI
-augmentation that pretraining uses online (:class:`mocomri.augment.BatchViews`), so the
-comparison is between the *same* augmentations applied once, ahead of time, and applied
-afresh at every step.
+offline-expansion ablation (docs/ablations.md). The copies are drawn with the augmentation that
+pretraining uses online (:class:`mocomri.augment.BatchViews` with the ``augment`` section of
+``--config``), so the comparison is between the *same* augmentations applied once, ahead of
+time, and applied afresh at every step.
 
     python tools/expand_dataset.py --manifest data_manifests/brain_tumor_mri.csv \
-        --split train --subset 2000 --copies 10 --size 128 --out /tmp/bt_expanded
+        --split train --subset 2000 --copies 10 --size 128 --out /tmp/bt_expanded \
+        --config configs/brain_tumor_cpu.yaml
 
 writes ``OUT/images/<n>_<copy>.png``, ``OUT/subset.csv`` (the ``subset`` originals alone) and
 ``OUT/expanded.csv`` (originals and copies). Every copy keeps the subject of its original, so
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 
 from mocomri.augment import BatchViews
+from mocomri.config import load_config
 
 from mocomri.data.io import load_scan
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
@@ -43,13 +45,14 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(scaled * 255).astype(np.uint8)
 
 
-def expand(manifest: Manifest, split: str, subset: int, copies: int, size: int, out: Path, seed: int) -> tuple[Path, Path]:
+def expand(manifest: Manifest, split: str, subset: int, copies: int, size: int, out: Path, seed: int,
+           aug_cfg: AugmentConfig | None = None) -> tuple[Path, Path]:
     rows = [r for r in manifest.rows if r.split == split]
     if subset and subset < len(rows):
         rows = random.Random(seed).sample(rows, subset)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    aug_cfg = AugmentConfig()
+    aug_cfg = aug_cfg or AugmentConfig()
     keep = build_eval_transform(2, size)
     # The copies are crops of a working image, as online: see mocomri.data.working.
     working = build_eval_transform(2, working_side(size, min(aug_cfg.params_for_family(f).crop_scale[0] for f in ("t1", "t2", "flair", "dwi", "other"))))
@@ -88,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=128, help="side of the written images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--config", help="take the augmentation (preset, strengths) from this pretraining config, as online "
+                   "(default: the full MRI augmentation)")
     args = p.parse_args(argv)
-    subset_csv, expanded_csv = expand(read_manifest(args.manifest), args.split, args.subset, args.copies, args.size, Path(args.out), args.seed)
+    aug_cfg = load_config(args.config).augment if args.config else None
+    subset_csv, expanded_csv = expand(read_manifest(args.manifest), args.split, args.subset, args.copies, args.size,
+                                      Path(args.out), args.seed, aug_cfg)
     print(f"wrote {subset_csv} and {expanded_csv}")
     return 0
 

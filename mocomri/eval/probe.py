@@ -40,6 +40,7 @@ def fit_linear_probe(
     pca_components: int | None = None,
     seed: int = 0,
     max_iter: int = 2000,
+    n_jobs: int | None = None,
 ) -> Pipeline:
     """Fits ``StandardScaler -> [PCA] -> LogisticRegression`` with ``C`` chosen by grouped CV.
 
@@ -55,6 +56,7 @@ def fit_linear_probe(
         pca_components: reduce to this many principal components first (for raw pixels).
         seed: seeds the fold assignment.
         max_iter: L-BFGS iterations.
+        n_jobs: processes for the CV fits (scikit-learn's meaning: None one, -1 every core).
 
     Returns:
         The refitted pipeline; the chosen strength is ``pipeline[-1].C``.
@@ -83,6 +85,7 @@ def fit_linear_probe(
             scoring="neg_log_loss",
             cv=StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed),
             error_score=np.nan,
+            n_jobs=n_jobs,
         )
         with warnings.catch_warnings():
             # A fold can miss a rare class; its score is NaN and the other folds decide.

@@ -70,6 +70,9 @@ class ProbeOptions:
     cv_folds: int = 5
     Cs: tuple[float, ...] = DEFAULT_CS
     pca_components: int = 64  # raw-pixel baseline
+    # Processes for the linear probe's CV fits: the fits are most of a probe's time on a CPU
+    # (25 L-BFGS fits per probe), and they are independent. -1: every core.
+    cv_jobs: int | None = -1
     encoder_seed: int = 0  # initialisation of the random-init encoder
     supervised: SupervisedBudget = field(default_factory=SupervisedBudget)
     feature_cache_dir: str | None = None  # None: OUT_DIR/features; share it to reuse features across runs
@@ -368,6 +371,7 @@ def _fit_linear(method: Method, chosen: np.ndarray, items: ProbeItems, features:
         n_splits=options.cv_folds,
         pca_components=options.pca_components if method.pca else None,
         seed=seed,
+        n_jobs=options.cv_jobs,
     )
     return predict_proba(model, x[~items.is_train], len(items.classes))
 
