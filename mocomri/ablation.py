@@ -178,6 +178,9 @@ def _probe(spec: AblationSpec, cfg, out_dir: Path, encoder: str) -> dict[str, An
         acc = metrics["methods"][method][frac]["accuracy"]
         record |= {f"{prefix}_acc": acc["mean"], f"{prefix}_acc_std": acc["std"], f"{prefix}_acc_ci_low": acc["ci"][0], f"{prefix}_acc_ci_high": acc["ci"][1]}
     record["probe_balanced_acc"] = metrics["methods"]["moco"][frac]["balanced_accuracy"]["mean"]
+    gap = metrics.get("differences", {}).get("moco - random_init", {}).get(frac, {}).get("accuracy")
+    if gap:  # MoCo minus random init on the same test subjects, with its paired CI
+        record |= {"gap_acc": gap["mean"], "gap_acc_ci_low": gap["ci"][0], "gap_acc_ci_high": gap["ci"][1]}
     return record
 
 
@@ -249,7 +252,7 @@ def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
     The random-init baseline is probed in every cell (same architecture, same probe, features
     shared through the grid's feature cache); the table and plots show it beside MoCo.
     """
-    columns = ["cell", *spec.keys, "seed", "status", "steps", "queue_size", "final_loss", "loss_over_chance", "contrastive_acc", "probe_acc", "probe_acc_ci_low", "probe_acc_ci_high", "probe_acc_std", "probe_balanced_acc", "baseline_acc", "baseline_acc_ci_low", "baseline_acc_ci_high", "pretrain_s", "step_s", "wall_s", "error"]
+    columns = ["cell", *spec.keys, "seed", "status", "steps", "queue_size", "final_loss", "loss_over_chance", "contrastive_acc", "probe_acc", "probe_acc_ci_low", "probe_acc_ci_high", "probe_acc_std", "probe_balanced_acc", "gap_acc", "gap_acc_ci_low", "gap_acc_ci_high", "baseline_acc", "baseline_acc_ci_low", "baseline_acc_ci_high", "pretrain_s", "step_s", "wall_s", "error"]
     baseline = next((r for r in rows if "baseline_acc" in r), None)
     with open(spec.out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mocomri.eval.bootstrap import bootstrap_metrics, percentile_interval, resample_weights
+from mocomri.eval.bootstrap import bootstrap_difference, bootstrap_metrics, percentile_interval, resample_weights
 
 Z95 = 1.959964
 
@@ -105,3 +105,32 @@ def test_bootstrap_metrics__interval_of_the_mean_matches_a_resampling_loop() -> 
         means.append(np.mean([(p[idx].argmax(1) == y[idx]).mean() for p in probas]))
     ref_low, ref_high = np.percentile(means, [2.5, 97.5])
     assert low == pytest.approx(ref_low, abs=0.02) and high == pytest.approx(ref_high, abs=0.02)
+
+
+def test_bootstrap_difference__identical_classifiers_differ_by_exactly_zero() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 60)
+    proba = rng.dirichlet(np.ones(3), size=60)
+    assert bootstrap_difference(y, proba, proba, n_boot=200)["accuracy"] == (0.0, 0.0)
+
+
+def test_bootstrap_difference__matches_a_paired_resampling_loop_and_is_narrower_than_unpaired() -> None:
+    # Two classifiers that err on mostly the same subjects; an independent loop draws subjects
+    # with replacement and takes the difference of the two accuracies on the same draw.
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(40), 2)
+    y = rng.integers(0, 2, 80)
+    right = rng.random(80) < 0.7
+    a = np.where(right[:, None], np.eye(2)[y], np.eye(2)[1 - y]) * 0.8 + 0.1
+    flip = rng.random(80) < 0.1  # b differs from a on about 10 % of the items
+    b = np.where(flip[:, None], a[:, ::-1], a)
+    low, high = bootstrap_difference(y, a, b, groups=groups, n_boot=4000, seed=7)["accuracy"]
+    loop_rng = np.random.default_rng(8)
+    diffs = []
+    for _ in range(4000):
+        idx = np.concatenate([np.flatnonzero(groups == g) for g in loop_rng.integers(0, 40, 40)])
+        diffs.append((a[idx].argmax(1) == y[idx]).mean() - (b[idx].argmax(1) == y[idx]).mean())
+    ref_low, ref_high = np.percentile(diffs, [2.5, 97.5])
+    assert low == pytest.approx(ref_low, abs=0.02) and high == pytest.approx(ref_high, abs=0.02)
+    a_low, a_high = bootstrap_metrics(y, a, groups=groups, n_boot=4000, seed=7)["accuracy"]
+    assert high - low < 0.8 * (a_high - a_low)  # pairing removes the shared subject-to-subject variation

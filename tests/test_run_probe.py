@@ -123,7 +123,17 @@ def test_run_probe__writes_report_metrics_and_both_plots(tmp_path: Path, fake_da
     assert metrics["methods"]["raw_pixels"]["1.0"]["accuracy"]["mean"] == 1.0
     assert metrics["methods"]["raw_pixels"]["0.34"]["accuracy"]["mean"] >= 0.9
 
+    # Paired differences: the gap of the means, its CI from the same resamples of test subjects.
+    assert set(stored["differences"]) == {"moco - random_init", "moco - raw_pixels", "moco_knn - random_init_knn"}
+    for pair, per_fraction in metrics["differences"].items():
+        a, b = pair.split(" - ")
+        for fraction, entry in per_fraction.items():
+            gap = metrics["methods"][a][fraction]["accuracy"]["mean"] - metrics["methods"][b][fraction]["accuracy"]["mean"]
+            assert entry["accuracy"]["mean"] == pytest.approx(gap)
+            assert entry["accuracy"]["ci"][0] <= entry["accuracy"]["ci"][1]
+
     report = (out / "report.md").read_text()
+    assert "MoCo − random init, paired" in report
     assert sha in report
     assert "| checkpoint step | 7 |" in report
     assert "Random init (linear)" in report and "Raw pixels (PCA + linear)" in report

@@ -50,6 +50,21 @@ def format_cell(entry: dict[str, Any], scale: float = 100, with_std: bool = True
     return f"{text} [{_pct(low, scale)}, {_pct(high, scale)}]"
 
 
+def difference_title(pair: str) -> str:
+    """``"moco - random_init"`` -> ``"MoCo − random init (linear), paired"``."""
+    a, b = pair.split(" - ")
+    short = {"moco": "MoCo", "moco_knn": "MoCo kNN", "random_init": "random init", "random_init_knn": "random init kNN",
+             "raw_pixels": "raw pixels", "intensity_stats": "intensity stats", "supervised": "supervised"}
+    return f"{short.get(a, a)} − {short.get(b, b)}, paired"
+
+
+def format_difference(entry: dict[str, Any], scale: float = 100) -> str:
+    """``+d [low, high]``: a difference in points (percent when ``scale`` is 100) and its CI."""
+    def signed(v: float | None) -> str:
+        return "n/a" if v is None else (f"{v * scale:+.1f}" if scale == 100 else f"{v:+.3f}")
+    return f"{signed(entry['mean'])} [{signed(entry['ci'][0])}, {signed(entry['ci'][1])}]"
+
+
 def _fraction_header(fraction: str) -> str:
     return f"{float(fraction) * 100:g}%"
 
@@ -71,6 +86,8 @@ def format_table(metrics: dict[str, Any], metric: str = "accuracy") -> str:
             [method_title(method, k)]
             + [format_cell(per_fraction[f][metric], scale, with_std=False) for f in fractions]
         )
+    for pair, per_fraction in metrics.get("differences", {}).items():
+        rows.append([difference_title(pair)] + [format_difference(per_fraction[f][metric], scale) for f in fractions])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     unit = "" if metric == "auroc" else " (%)"
     lines = [f"{METRIC_TITLES[metric]}{unit}, mean over seeds [95% bootstrap CI]"]
@@ -151,9 +168,15 @@ def render_markdown(metrics: dict[str, Any]) -> str:
                 [
                     [method_title(m, s["knn_k"])] + [format_cell(per_f[f][metric], scale) for f in fractions]
                     for m, per_f in results.items()
+                ] + [
+                    [difference_title(pair)] + [format_difference(per_f[f][metric], scale) for f in fractions]
+                    for pair, per_f in metrics.get("differences", {}).items()
                 ],
             ),
         ]
+    if metrics.get("differences"):
+        lines += ["", "Rows marked *paired*: the encoder's mean minus the baseline's, and the 95% CI of that "
+                  "difference from resamples of test subjects that score both on the same subjects."]
     lines += [
         "",
         "## Figures",

@@ -48,7 +48,7 @@ from mocomri.eval.fractions import sample_label_fraction
 from mocomri.eval.leakage import check_leakage, find_leakage, pretraining_findings
 from mocomri.eval.probe import DEFAULT_CS, fit_knn_probe, fit_linear_probe, predict_proba
 from mocomri.eval.report import write_report
-from mocomri.eval.scoring import score, summarise
+from mocomri.eval.scoring import paired_difference, score, summarise
 
 UNITS = ("item", "scan", "subject")
 UNIT_ALIASES = {"slice": "item", "image": "item"}
@@ -195,12 +195,27 @@ def run_probe(
         "leakage": {"allowed": options.allow_leakage, "findings": findings},
         "classes": items.classes,
         "methods": {m: {fraction_key(f): summarise(r) for f, r in per_f.items()} for m, per_f in runs.items()},
+        # The encoder against each baseline on the same test subjects: a paired CI of the gap.
+        "differences": {
+            f"{a} - {b}": {fraction_key(f): paired_difference(runs[a][f], runs[b][f]) for f in label_fractions}
+            for a, b in PAIRED if a in runs and b in runs
+        },
         "confusion": {
             m: {"fraction": fraction_key(largest), "matrix": runs[m][largest][0]["confusion"]} for m in methods
         },
     }
     metrics["files"] = {k: str(v) for k, v in write_report(out_dir, metrics).items()}
     return metrics
+
+
+# (encoder, baseline) pairs whose difference gets a paired bootstrap CI.
+PAIRED = (
+    ("moco", "random_init"),
+    ("moco", "raw_pixels"),
+    ("moco", "intensity_stats"),
+    ("moco", "supervised"),
+    ("moco_knn", "random_init_knn"),
+)
 
 
 def fraction_key(fraction: float) -> str:

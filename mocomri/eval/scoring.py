@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mocomri.eval.bootstrap import bootstrap_metrics
+from mocomri.eval.bootstrap import bootstrap_difference, bootstrap_metrics
 from mocomri.eval.metrics import METRICS, classification_metrics
 
 
@@ -101,6 +101,29 @@ def summarise(seed_runs: list[dict[str, Any]]) -> dict[str, Any]:
             "per_seed": [finite_or_none(v) for v in values],
             "ci": [finite_or_none(v) for v in ci[name]],
         }
+    return out
+
+
+def paired_difference(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, Any]:
+    """Method a minus method b on the same test units: the difference of their means over seeds,
+    and its paired bootstrap CI (each resample of test subjects scores both).
+
+    Args:
+        runs_a, runs_b: what :func:`score` returned for each seed of two methods at one fraction.
+    """
+    first = runs_a[0]
+    for run in [*runs_a, *runs_b]:
+        if not (np.array_equal(run["label"], first["label"]) and np.array_equal(run["subject"], first["subject"])):
+            raise ValueError("a paired difference needs both methods scored on the same test units")
+    ci = bootstrap_difference(
+        first["label"], np.stack([r["proba"] for r in runs_a]), np.stack([r["proba"] for r in runs_b]),
+        groups=first["subject"], n_boot=first["n_boot"], seed=0,
+    )
+    out: dict[str, Any] = {}
+    for name in METRICS:
+        a = np.mean([r["metrics"][name] for r in runs_a])
+        b = np.mean([r["metrics"][name] for r in runs_b])
+        out[name] = {"mean": finite_or_none(a - b), "ci": [finite_or_none(v) for v in ci[name]]}
     return out
 
 
