@@ -88,17 +88,8 @@ def bootstrap_metrics(
     Shape:
         y_true: (N,)  proba: (N, K) or (S, N, K)  groups: (N,)
     """
-    if n_boot < 1:
-        raise ValueError(f"n_boot={n_boot} must be positive")
-    stack = np.asarray(proba)[None] if np.ndim(proba) == 2 else np.asarray(proba)
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    for start in range(0, n_boot, chunk):
-        weights = resample_weights(len(y_true), min(chunk, n_boot - start), rng, groups)
-        per_member = [weighted_metrics(y_true, p, weights) for p in stack]
-        for name in METRICS:
-            samples[name].append(np.mean([m[name] for m in per_member], axis=0))
-    return {m: percentile_interval(np.concatenate(v), confidence) for m, v in samples.items()}
+    samples = _resampled_means(y_true, [proba], groups, n_boot, seed, chunk)
+    return {m: percentile_interval(v[0], confidence) for m, v in samples.items()}
 
 
 def bootstrap_difference(
@@ -122,14 +113,26 @@ def bootstrap_difference(
     Shape:
         y_true: (N,)  proba_a, proba_b: (N, K) or (S, N, K)  groups: (N,)
     """
+    samples = _resampled_means(y_true, [proba_a, proba_b], groups, n_boot, seed, chunk)
+    return {m: percentile_interval(v[0] - v[1], confidence) for m, v in samples.items()}
+
+
+def _resampled_means(
+    y_true: np.ndarray, probas: list[np.ndarray], groups: np.ndarray | None, n_boot: int, seed: int, chunk: int
+) -> dict[str, np.ndarray]:
+    """Each metric of each prediction stack (averaged over the stack), on the same resamples.
+
+    Shape:
+        probas: each (N, K) or (S, N, K)  returns: each metric (len(probas), n_boot)
+    """
     if n_boot < 1:
         raise ValueError(f"n_boot={n_boot} must be positive")
-    stacks = [np.asarray(p)[None] if np.ndim(p) == 2 else np.asarray(p) for p in (proba_a, proba_b)]
+    stacks = [np.asarray(p)[None] if np.ndim(p) == 2 else np.asarray(p) for p in probas]
     rng = np.random.default_rng(seed)
     samples: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for start in range(0, n_boot, chunk):
         weights = resample_weights(len(y_true), min(chunk, n_boot - start), rng, groups)
-        a, b = ([weighted_metrics(y_true, p, weights) for p in stack] for stack in stacks)
+        per_stack = [[weighted_metrics(y_true, p, weights) for p in stack] for stack in stacks]
         for name in METRICS:
-            samples[name].append(np.mean([m[name] for m in a], axis=0) - np.mean([m[name] for m in b], axis=0))
-    return {m: percentile_interval(np.concatenate(v), confidence) for m, v in samples.items()}
+            samples[name].append(np.stack([np.mean([m[name] for m in members], axis=0) for members in per_stack]))
+    return {m: np.concatenate(v, axis=1) for m, v in samples.items()}
