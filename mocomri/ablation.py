@@ -230,11 +230,12 @@ def summarise(spec: AblationSpec, rows: list[dict[str, Any]]) -> list[dict[str, 
         ok = [r for r in members if "probe_acc" in r]
         summary: dict[str, Any] = {k: members[0].get(k) for k in spec.keys}
         summary |= {"seeds": [r["seed"] for r in ok], "n_cells": len(members), "failed": sum(r.get("status") == "failed" for r in members)}
-        for key in ("probe_acc", "final_loss", "loss_over_chance", "contrastive_acc", "step_s"):
+        for key in ("probe_acc", "gap_acc", "final_loss", "loss_over_chance", "contrastive_acc", "step_s"):
             values = [float(r[key]) for r in ok if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
             summary[key] = sum(values) / len(values) if values else None
             summary[f"{key}_sd"] = _sd(values)
         summary["cis"] = [(r["probe_acc_ci_low"], r["probe_acc_ci_high"]) for r in ok]
+        summary["gap_cis"] = [(r["gap_acc_ci_low"], r["gap_acc_ci_high"]) for r in ok if "gap_acc_ci_low" in r]
         out.append(summary)
     return out
 
@@ -273,7 +274,7 @@ def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
     summary = summarise(spec, rows)
     if any(len(g["seeds"]) > 1 for g in summary):
         lines += ["", "Over seeds (mean ± sd; each seed's 95% CI):", ""]
-        header = [*spec.keys, "seeds", "probe acc %", "per-seed CIs", "final loss / log(K+1)", "contrastive acc", "step (ms)"]
+        header = [*spec.keys, "seeds", "probe acc %", "per-seed CIs", "gap to random init (paired CIs)", "final loss / log(K+1)", "contrastive acc", "step (ms)"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for g in summary:
             if not g["seeds"]:
@@ -281,7 +282,8 @@ def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
             acc = f"{100 * g['probe_acc']:.1f}" + (f" ± {100 * g['probe_acc_sd']:.1f}" if g["probe_acc_sd"] is not None else "")
             cis = " ".join(f"[{100 * lo:.1f}, {100 * hi:.1f}]" for lo, hi in g["cis"])
             step = "—" if g["step_s"] is None else f"{1000 * g['step_s']:.0f}"
-            lines.append("| " + " | ".join([*(str(g.get(k)) for k in spec.keys), str(len(g["seeds"])), acc, cis, _fmt(g["loss_over_chance"]), _fmt(g["contrastive_acc"]), step]) + " |")
+            gap = "—" if g["gap_acc"] is None else f"{100 * g['gap_acc']:+.1f} " + " ".join(f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" for lo, hi in g["gap_cis"])
+            lines.append("| " + " | ".join([*(str(g.get(k)) for k in spec.keys), str(len(g["seeds"])), acc, cis, gap, _fmt(g["loss_over_chance"]), _fmt(g["contrastive_acc"]), step]) + " |")
     (spec.out_dir / "results.md").write_text("\n".join(lines) + "\n")
     for key in spec.plots:
         _plot(spec, rows, baseline, key)

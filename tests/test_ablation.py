@@ -157,8 +157,10 @@ def test_summarise__mean_and_sample_sd_over_seeds(tmp_path, labelled_manifest):
 
     spec = load_ablation(_write_grid(tmp_path, labelled_manifest, momenta=(0.9, 0.99)))
     rows = [
-        {"moco.momentum": 0.9, "seed": 0, "probe_acc": 0.60, "probe_acc_ci_low": 0.5, "probe_acc_ci_high": 0.7, "step_s": 0.2},
-        {"moco.momentum": 0.9, "seed": 1, "probe_acc": 0.70, "probe_acc_ci_low": 0.6, "probe_acc_ci_high": 0.8, "step_s": 0.4},
+        {"moco.momentum": 0.9, "seed": 0, "probe_acc": 0.60, "probe_acc_ci_low": 0.5, "probe_acc_ci_high": 0.7, "step_s": 0.2,
+         "gap_acc": 0.05, "gap_acc_ci_low": 0.01, "gap_acc_ci_high": 0.09},
+        {"moco.momentum": 0.9, "seed": 1, "probe_acc": 0.70, "probe_acc_ci_low": 0.6, "probe_acc_ci_high": 0.8, "step_s": 0.4,
+         "gap_acc": 0.15, "gap_acc_ci_low": 0.10, "gap_acc_ci_high": 0.20},
         {"moco.momentum": 0.99, "seed": 0, "status": "pending"},
     ]
     first, second = summarise(spec, rows)
@@ -167,4 +169,5 @@ def test_summarise__mean_and_sample_sd_over_seeds(tmp_path, labelled_manifest):
     assert first["probe_acc_sd"] == pytest.approx(0.0707107, rel=1e-5)  # sqrt(((0.05)^2 * 2) / 1)
     assert first["step_s"] == pytest.approx(0.3)
     assert first["cis"] == [(0.5, 0.7), (0.6, 0.8)]
+    assert first["gap_acc"] == pytest.approx(0.10) and first["gap_cis"] == [(0.01, 0.09), (0.10, 0.20)]
     assert second["seeds"] == [] and second["probe_acc"] is None
