@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -141,11 +142,10 @@ def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     print(f"--- cell {cell.name}", flush=True)
     started = time.perf_counter()
-    record: dict[str, Any] = {"cell": cell.name, "seed": cell.seed, **cell.values, "queue_size": cfg.moco.queue_size}
+    record: dict[str, Any] = {"cell": cell.name, "seed": cell.seed, **cell.values}
     try:
         result = pretrain(cfg)
-        record.update(status="ok", steps=result.steps, final_loss=result.final_loss, contrastive_acc=result.final_accuracy, pretrain_s=result.wall_time_s,
-                      step_s=result.wall_time_s / max(result.steps, 1))
+        record.update(status="ok", steps=result.steps, final_loss=result.final_loss, contrastive_acc=result.final_accuracy, pretrain_s=result.wall_time_s)
         record.update(_probe(spec, cfg, cell.run_dir, encoder=str(cell.run_dir)))
     except MocomriError as e:  # a failed cell is a result (e.g. m = 0), not a crash of the grid
         record.update(status="failed", error=str(e))
@@ -156,6 +156,8 @@ def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
 
 
 def _probe(spec: AblationSpec, cfg, out_dir: Path, encoder: str) -> dict[str, Any]:
+    import torch
+
     from mocomri.eval import ProbeOptions, run_probe
 
     metrics = run_probe(
@@ -169,7 +171,8 @@ def _probe(spec: AblationSpec, cfg, out_dir: Path, encoder: str) -> dict[str, An
         unit=spec.probe.get("unit", "item"),
         # one feature cache for the grid: the random-init features every cell reports beside
         # its own are extracted once
-        options=ProbeOptions(feature_cache_dir=str(spec.out_dir / "features")),
+        # The CV fits use the cell's share of the cores (--parallel gives each cell its threads).
+        options=ProbeOptions(feature_cache_dir=str(spec.out_dir / "features"), cv_jobs=torch.get_num_threads()),
         verbose=False,
     )
     frac = str(float(max(spec.probe.get("label_fractions", [1.0]))))
@@ -204,24 +207,26 @@ def _run_parallel(spec: AblationSpec, cells: list[Cell], parallel: int) -> None:
 
 
 def collect(spec: AblationSpec) -> list[dict[str, Any]]:
-    """One row per cell (``status: pending`` where it has not run), with its queue size and step
-    budget from its config, and the final loss relative to chance, ``final_loss / log(K + 1)``."""
+    """One row per cell (``status: pending`` where it has not run), with its queue size K from its
+    config, the final loss relative to chance, ``final_loss / log(K + 1)``, and the time of a step."""
     rows = []
     for cell in spec.cells:
         path = cell.run_dir / "cell.json"
         row = json.loads(path.read_text()) if path.is_file() else {"cell": cell.name, "seed": cell.seed, **cell.values, "status": "pending"}
         cfg = load_config(spec.base, cell.overrides(spec.overrides))
-        row.setdefault("queue_size", cfg.moco.queue_size)
-        row["max_steps"] = cfg.train.max_steps
+        row["queue_size"] = cfg.moco.queue_size
         if isinstance(row.get("final_loss"), (int, float)):
             row["loss_over_chance"] = row["final_loss"] / math.log(row["queue_size"] + 1)
+        if row.get("steps"):
+            row["step_s"] = row["pretrain_s"] / row["steps"]
         rows.append(row)
     return rows
 
 
 def summarise(spec: AblationSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cells of one setting (the same values, any seed) as one row: mean and sample std over
-    seeds of the probe accuracy, the final loss and its ratio to chance, and the time of a step."""
+    seeds of the probe accuracy, its paired gap to random init, the final loss's ratio to chance,
+    the contrastive accuracy and the time of a step."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(_yaml_scalar(r.get(k)) for k in spec.keys), []).append(r)
@@ -229,22 +234,15 @@ def summarise(spec: AblationSpec, rows: list[dict[str, Any]]) -> list[dict[str, 
     for members in groups.values():
         ok = [r for r in members if "probe_acc" in r]
         summary: dict[str, Any] = {k: members[0].get(k) for k in spec.keys}
-        summary |= {"seeds": [r["seed"] for r in ok], "n_cells": len(members), "failed": sum(r.get("status") == "failed" for r in members)}
-        for key in ("probe_acc", "gap_acc", "final_loss", "loss_over_chance", "contrastive_acc", "step_s"):
+        summary["seeds"] = [r["seed"] for r in ok]
+        for key in ("probe_acc", "gap_acc", "loss_over_chance", "contrastive_acc", "step_s"):
             values = [float(r[key]) for r in ok if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
-            summary[key] = sum(values) / len(values) if values else None
-            summary[f"{key}_sd"] = _sd(values)
+            summary[key] = statistics.fmean(values) if values else None
+            summary[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else None
         summary["cis"] = [(r["probe_acc_ci_low"], r["probe_acc_ci_high"]) for r in ok]
         summary["gap_cis"] = [(r["gap_acc_ci_low"], r["gap_acc_ci_high"]) for r in ok if "gap_acc_ci_low" in r]
         out.append(summary)
     return out
-
-
-def _sd(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def write_results(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import signal
 import subprocess
 import sys
@@ -131,6 +132,8 @@ def test_ablate__runs_grid_resumes_after_kill_and_tabulates(tmp_path, labelled_m
         assert 0.0 <= float(r["probe_acc"]) <= 1.0
         assert float(r["probe_acc_ci_low"]) <= float(r["probe_acc"]) <= float(r["probe_acc_ci_high"])
         assert int(r["steps"]) == 8
+        assert float(r["step_s"]) == pytest.approx(float(r["pretrain_s"]) / 8)
+        assert float(r["loss_over_chance"]) == pytest.approx(float(r["final_loss"]) / math.log(32 + 1))
     text = (out / "results.md").read_text()
     assert "Random-init baseline" in text and "| 0.9 |" in text
     assert (out / "acc_vs_momentum.png").stat().st_size > 1000

@@ -51,7 +51,7 @@ def format_cell(entry: dict[str, Any], scale: float = 100, with_std: bool = True
 
 
 def difference_title(pair: str) -> str:
-    """``"moco - random_init"`` -> ``"MoCo − random init (linear), paired"``."""
+    """``"moco - random_init"`` -> ``"MoCo − random init, paired"``."""
     a, b = pair.split(" - ")
     short = {"moco": "MoCo", "moco_knn": "MoCo kNN", "random_init": "random init", "random_init_knn": "random init kNN",
              "raw_pixels": "raw pixels", "intensity_stats": "intensity stats", "supervised": "supervised"}

@@ -52,6 +52,14 @@ from mocomri.eval.scoring import paired_difference, score, summarise
 
 UNITS = ("item", "scan", "subject")
 UNIT_ALIASES = {"slice": "item", "image": "item"}
+# (encoder, baseline) pairs whose difference gets a paired bootstrap CI.
+PAIRED = (
+    ("moco", "random_init"),
+    ("moco", "raw_pixels"),
+    ("moco", "intensity_stats"),
+    ("moco", "supervised"),
+    ("moco_knn", "random_init_knn"),
+)
 BASELINES = ("random_init", "raw_pixels", "intensity_stats", "supervised")
 ENCODER_METHOD = "moco"
 
@@ -206,16 +214,6 @@ def run_probe(
     }
     metrics["files"] = {k: str(v) for k, v in write_report(out_dir, metrics).items()}
     return metrics
-
-
-# (encoder, baseline) pairs whose difference gets a paired bootstrap CI.
-PAIRED = (
-    ("moco", "random_init"),
-    ("moco", "raw_pixels"),
-    ("moco", "intensity_stats"),
-    ("moco", "supervised"),
-    ("moco_knn", "random_init_knn"),
-)
 
 
 def fraction_key(fraction: float) -> str:
