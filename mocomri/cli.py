@@ -1,4 +1,4 @@
-"""The ``mocomri`` command line: ``mocomri synth | manifest | pretrain | probe | ablate | bench | export | demo | peft``.
+"""The ``mocomri`` command line: ``mocomri synth | manifest | pretrain | probe | crossfit | ablate | bench | export | demo | peft``.
 
 Each subcommand lives in :mod:`mocomri.commands` as a module with ``register(subparsers)``
 (adds its parser and sets ``func``) so that ``mocomri --help`` stays cheap: heavy imports
@@ -13,7 +13,7 @@ import sys
 
 from mocomri.errors import MocomriError
 
-COMMANDS = ["synth", "manifest", "pretrain", "probe", "ablate", "bench", "export", "views", "demo", "peft"]
+COMMANDS = ["synth", "manifest", "pretrain", "probe", "crossfit", "ablate", "bench", "export", "views", "demo", "peft"]
 
 
 def build_parser() -> argparse.ArgumentParser:

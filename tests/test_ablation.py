@@ -19,18 +19,6 @@ from mocomri.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def labelled_manifest(tmp_path_factory) -> Path:
-    from mocomri.cli import main as cli_main
-    from mocomri.data.synthetic import make_cohort
-
-    root = tmp_path_factory.mktemp("cohort")
-    make_cohort(root, subjects=16, modalities=["T1w"], shape=(32, 32, 24), seed=1)
-    manifest = root / "manifest.csv"
-    assert cli_main(["manifest", "--root", str(root), "--out", str(manifest), "--test-fraction", "0.3"]) == 0
-    return manifest
-
-
 def _write_grid(tmp_path: Path, manifest: Path, momenta=(0.0, 0.9), steps: int = 4) -> Path:
     base = {
         "data": {"manifest": str(manifest), "kind": "slices2d", "image_size": 32, "num_workers": 0, "min_foreground": 0.1, "cache_dir": str(tmp_path / "cache")},

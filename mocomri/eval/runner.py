@@ -148,6 +148,51 @@ def run_probe(
         ValueError: an unknown unit or baseline, a fraction outside (0, 1], seeds < 1.
     """
     options = options or ProbeOptions()
+    out_dir = Path(out_dir)
+    collected = collect_probe_runs(
+        encoder, manifest, config, out_dir=out_dir, label_fractions=label_fractions, seeds=seeds,
+        baselines=baselines, unit=unit, options=options, verbose=verbose,
+    )
+    metrics = probe_metrics(collected, options)
+    metrics["files"] = {k: str(v) for k, v in write_report(out_dir, metrics).items()}
+    return metrics
+
+
+@dataclass
+class ProbeRuns:
+    """What :func:`collect_probe_runs` scored, before the summary over seeds.
+
+    ``runs[method][fraction]`` holds one :func:`~mocomri.eval.scoring.score` dict per seed.
+    """
+
+    source: EncoderSource
+    data_cfg: DataConfig
+    manifest: str
+    items: ProbeItems
+    methods: list[str]
+    findings: list[str]
+    label_fractions: list[float]
+    seeds: int
+    unit: str
+    runs: dict[str, dict[float, list[dict[str, Any]]]]
+
+
+def collect_probe_runs(
+    encoder: str | Path,
+    manifest: str | Path,
+    config: Config | None = None,
+    *,
+    out_dir: str | Path,
+    label_fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    seeds: int = 3,
+    baselines: Sequence[str] = ("random_init", "raw_pixels"),
+    unit: str = "scan",
+    options: ProbeOptions | None = None,
+    verbose: bool = True,
+) -> ProbeRuns:
+    """Steps 1-4 of :func:`run_probe` (same arguments): every method's test predictions and
+    scores per fraction and seed, not yet summarised (cross-fitting pools them over folds)."""
+    options = options or ProbeOptions()
     unit = UNIT_ALIASES.get(unit, unit)
     _check_arguments(label_fractions, seeds, baselines, unit)
     out_dir = Path(out_dir)
@@ -194,26 +239,32 @@ def run_probe(
                     proba, items.unit[test], items.label[test], items.subject[test], items.subject[chosen],
                     len(items.classes), options.n_boot,
                 ))
+    return ProbeRuns(source=source, data_cfg=data_cfg, manifest=str(manifest), items=items, methods=methods,
+                     findings=findings, label_fractions=[float(f) for f in label_fractions], seeds=seeds,
+                     unit=unit, runs=runs)
 
-    # 5. Summary and report.
-    largest = max(label_fractions)
-    metrics = {
-        "settings": _settings(data_cfg, manifest, label_fractions, seeds, unit, methods, options, items),
-        "provenance": source.provenance(),
-        "leakage": {"allowed": options.allow_leakage, "findings": findings},
-        "classes": items.classes,
+
+def probe_metrics(collected: ProbeRuns, options: ProbeOptions) -> dict[str, Any]:
+    """Step 5 of :func:`run_probe`: the summary over seeds, the paired gaps, the confusion
+    matrices, as written to ``metrics.json`` (without ``files``)."""
+    runs, methods, fractions = collected.runs, collected.methods, collected.label_fractions
+    largest = max(fractions)
+    return {
+        "settings": _settings(collected.data_cfg, collected.manifest, fractions, collected.seeds, collected.unit,
+                              methods, options, collected.items),
+        "provenance": collected.source.provenance(),
+        "leakage": {"allowed": options.allow_leakage, "findings": collected.findings},
+        "classes": collected.items.classes,
         "methods": {m: {fraction_key(f): summarise(r) for f, r in per_f.items()} for m, per_f in runs.items()},
         # The encoder against each baseline on the same test subjects: a paired CI of the gap.
         "differences": {
-            f"{a} - {b}": {fraction_key(f): paired_difference(runs[a][f], runs[b][f]) for f in label_fractions}
+            f"{a} - {b}": {fraction_key(f): paired_difference(runs[a][f], runs[b][f]) for f in fractions}
             for a, b in PAIRED if a in runs and b in runs
         },
         "confusion": {
             m: {"fraction": fraction_key(largest), "matrix": runs[m][largest][0]["confusion"]} for m in methods
         },
     }
-    metrics["files"] = {k: str(v) for k, v in write_report(out_dir, metrics).items()}
-    return metrics
 
 
 def fraction_key(fraction: float) -> str:
