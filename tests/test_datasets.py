@@ -206,3 +206,23 @@ def test_build_pretrain_dataset__items_with_different_channel_counts_name_the_fi
     mixed = replace(cfg, cache_dir=str(tmp_path / "cache"), volume_index=None, min_foreground=0.0)
     with pytest.raises(DataError, match=r"two_volumes\.nii\.gz: 2 channels, but .*img0\.png has 1"):
         build_pretrain_dataset(Manifest(tmp_path, rows), mixed, AugmentConfig(), ["unlabeled"], progress=False)
+
+
+def test_read__keeps_few_memmaps_open_and_reads_every_item(tmp_path, cfg, monkeypatch):
+    # More images than the cap of open memmaps: each read reopens what fell out, same values.
+    import mocomri.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "MAX_OPEN_ARRAYS", 2)
+    for i in range(5):
+        pixels = np.zeros((20, 20), dtype=np.uint8)
+        pixels[2:18, 2:18] = 120
+        pixels[5:8, 4 + 2 * i:6 + 2 * i] = 30  # a dark spot in a different place in each image
+        Image.fromarray(pixels).save(tmp_path / f"img{i}.png")
+    rows = [ManifestRow(f"img{i}.png", f"s{i}", split="unlabeled") for i in range(5)]
+    dataset = build_eval_dataset(Manifest(tmp_path, rows), replace(cfg, min_foreground=0.0), ["unlabeled"])
+    first = [dataset.read(i)[1].clone() for i in range(5)]
+    assert len(dataset._arrays) == 2
+    assert [sorted(dataset._arrays)] == [[3, 4]]  # the most recently read
+    again = [dataset.read(i)[1] for i in (0, 4, 1)]
+    assert all(torch.equal(a, first[i]) for a, i in zip(again, (0, 4, 1)))
+    assert len({x.numpy().tobytes() for x in first}) == 5  # five different images, not one reopened five times

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from mocomri.augment import BatchViews
 from mocomri.data.transforms import build_eval_transform
 from mocomri.data.working import build_working_array, working_side
 from mocomri.errors import DataError
+
+MAX_OPEN_ARRAYS = 256  # cached scans whose memmaps a dataset keeps open at once
 
 
 @dataclass
@@ -202,14 +205,14 @@ class _CachedDataset(Dataset):
         self.item_modalities = [manifest.rows[s.row].modality for s in item_scans]
         flips = {kind: lr_axis(kind, self.slice_axis) for kind in set(self.item_kinds)}
         self.flip_axes = np.array([-1 if flips[k] is None else flips[k] for k in self.item_kinds], dtype=np.int64)  # (N,)
-        self._arrays: dict[int, np.ndarray] = {}
+        self._arrays: OrderedDict[int, np.ndarray] = OrderedDict()  # the most recently read scans' memmaps
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_arrays"] = {}  # memmaps are reopened in each worker, never pickled
+        state["_arrays"] = OrderedDict()  # memmaps are reopened in each worker, never pickled
         return state
 
     @property
@@ -224,7 +227,13 @@ class _CachedDataset(Dataset):
         """
         k, slice_index = self.items[index]
         scan = self.scans[k]
-        if k not in self._arrays:
+        if k in self._arrays:
+            self._arrays.move_to_end(k)
+        else:
+            # Each open memmap holds a file descriptor: keep only the latest few, or a set of
+            # tens of thousands of 2D images runs out of descriptors ("Too many open files").
+            if len(self._arrays) >= MAX_OPEN_ARRAYS:
+                self._arrays.popitem(last=False)
             self._arrays[k] = np.load(scan.array_path, mmap_mode="r")
         array = self._arrays[k]
         if slice_index >= 0:
