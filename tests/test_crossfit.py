@@ -119,3 +119,7 @@ def test_crossfit_command__pools_every_subject_and_resumes(tmp_path, labelled_ma
     assert cli_main(argv) == 0  # finished folds are not pretrained again
     assert summary.stat().st_mtime_ns == before
     assert "pretraining on the other folds" not in capsys.readouterr().out
+
+    # Another config into the same --out is refused, naming the key, not silently reused.
+    assert cli_main([*argv, "moco.temperature=0.5"]) == 2
+    assert "moco.temperature: 0.2 -> 0.5" in capsys.readouterr().err

@@ -32,7 +32,7 @@ import numpy as np
 
 from mocomri.config import Config
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
-from mocomri.errors import DataError
+from mocomri.errors import ConfigError, DataError
 from mocomri.eval.metrics import classification_metrics
 from mocomri.eval.report import difference_title, format_cell, format_difference, method_title
 from mocomri.eval.runner import PAIRED, ProbeOptions, collect_probe_runs, fraction_key, probe_metrics
@@ -193,6 +193,7 @@ def run_crossfit(
             data=dataclasses.replace(config.data, manifest=str(fold.manifest_path()), pretrain_splits=["train"]),
             train=dataclasses.replace(config.train, out_dir=str(fold.run_dir)),
         )
+        _check_same_config(fold, cfg)
         if not _finished(fold.run_dir):
             if verbose:
                 print(f"crossfit: fold {fold.index + 1}/{folds}: pretraining on the other folds' scans -> {fold.run_dir}",
@@ -300,6 +301,36 @@ def render_crossfit_markdown(metrics: dict[str, Any], task: str = "") -> str:
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
             *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _check_same_config(fold: Fold, cfg: Config) -> None:
+    """A fold directory that holds a run of another config is an error, not a run to reuse."""
+    from mocomri.config import config_to_dict
+
+    saved = fold.run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    import yaml
+
+    # What shapes the encoder; logging and worker counts may change between invocations.
+    ignored = {"log", "data.num_workers"}
+    before, now = _flatten(yaml.safe_load(saved.read_text()) or {}), _flatten(config_to_dict(cfg))
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if before.get(k) != now.get(k) and not any(k == i or k.startswith(i + ".") for i in ignored))
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        raise ConfigError(f"{fold.run_dir} was pretrained with another config ({shown}); "
+                          "use another --out, or delete the fold to pretrain it again")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _finished(run_dir: Path) -> bool:
