@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         baselines=["random_init"] + ([] if args.no_raw_pixels else ["raw_pixels"]),
         unit=args.unit,
-        options=ProbeOptions(n_boot=args.n_boot, config_source=f"`{args.config}`"),
+        options=ProbeOptions(n_boot=args.n_boot, config_source=" + ".join([f"`{args.config}`", *(f"`{o}`" for o in args.overrides)])),
     )
     for name, metrics in results.items():
         s = metrics["settings"]

@@ -284,6 +284,9 @@ def render_crossfit_markdown(metrics: dict[str, Any], task: str = "") -> str:
         f"labels; the {s['n_eval_subjects']} held-out subjects' predictions are pooled and scored as one test set, "
         f"one prediction per **{s['unit']}**. Classes: {', '.join(metrics['classes'])}.",
         "",
+        f"Pretraining config: {s.get('config_source') or 'n/a'}; encoders: "
+        + ", ".join(f"`{f['run_dir']}`" for f in metrics["folds"]) + ".",
+        "",
         f"## Accuracy (%), pooled: mean ± std over {s['seeds']} seed(s) [95% bootstrap CI, {s['n_boot']} resamples of subjects]",
         "",
         *_table(header, rows),
