@@ -211,6 +211,7 @@ def run_crossfit(
     results = {}
     for name, collected_folds in per_task_runs.items():
         metrics = pooled_metrics(collected_folds, options, fold_list, fold_seed, sources[name])
+        metrics["settings"]["folds_stratified_by"] = str(manifest)
         suffix = f"_{name}" if name else ""
         (out_dir / f"metrics{suffix}.json").write_text(json.dumps(metrics, indent=2))
         (out_dir / f"report{suffix}.md").write_text(render_crossfit_markdown(metrics, name))
@@ -279,7 +280,8 @@ def render_crossfit_markdown(metrics: dict[str, Any], task: str = "") -> str:
     return "\n".join([
         f"# Cross-fitted probe{f' ({task})' if task else ''}",
         "",
-        f"`{s['manifest']}`, {s['folds']} folds of whole subjects stratified by label (seed {s['fold_seed']}): each "
+        f"`{s['manifest']}`, {s['folds']} folds of whole subjects stratified by the labels of "
+        f"`{s.get('folds_stratified_by', s['manifest'])}` (seed {s['fold_seed']}): each "
         "fold's encoder was pretrained on the other folds' scans and its probes trained on the other folds' "
         f"labels; the {s['n_eval_subjects']} held-out subjects' predictions are pooled and scored as one test set, "
         f"one prediction per **{s['unit']}**. Classes: {', '.join(metrics['classes'])}.",
