@@ -102,6 +102,7 @@ def test_crossfit_command__pools_every_subject_and_resumes(tmp_path, labelled_ma
     assert metrics["methods"]["moco"]["1.0"]["n_test_units"] == len(labelled)
     assert "moco - random_init" in metrics["differences"]
     assert "Random init (linear)" in (out / "report.md").read_text()
+    assert (out / "fold0" / "probe" / "report.md").is_file()  # each fold keeps its own probe report
     for k in range(2):
         run_cfg = yaml.safe_load((out / f"fold{k}" / "pretrain" / "config.yaml").read_text())
         fold = read_manifest(run_cfg["data"]["manifest"])

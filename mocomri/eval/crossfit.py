@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from mocomri.config import Config
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
 from mocomri.errors import ConfigError, DataError
 from mocomri.eval.metrics import classification_metrics
-from mocomri.eval.report import difference_title, format_cell, format_difference, method_title
+from mocomri.eval.report import difference_title, format_cell, format_difference, method_title, write_report
 from mocomri.eval.runner import PAIRED, ProbeOptions, collect_probe_runs, fraction_key, probe_metrics
 from mocomri.eval.scoring import paired_difference, summarise
 
@@ -205,8 +206,7 @@ def run_crossfit(
                 label_fractions=label_fractions, seeds=seeds, baselines=baselines, unit=unit,
                 options=options, verbose=verbose,
             )
-            fold_metrics = probe_metrics(collected, options)
-            (fold.probe_dir(name) / "metrics.json").write_text(json.dumps(fold_metrics, indent=2))
+            write_report(fold.probe_dir(name), probe_metrics(collected, options))
             per_task_runs[name].append(collected)
     results = {}
     for name, collected_folds in per_task_runs.items():
@@ -315,8 +315,6 @@ def _check_same_config(fold: Fold, cfg: Config) -> None:
     saved = fold.run_dir / "config.yaml"
     if not saved.is_file():
         return
-    import yaml
-
     # What shapes the encoder; logging and worker counts may change between invocations.
     ignored = {"log", "data.num_workers"}
     before, now = _flatten(yaml.safe_load(saved.read_text()) or {}), _flatten(config_to_dict(cfg))
