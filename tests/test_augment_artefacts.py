@@ -18,11 +18,12 @@ from monai.transforms import (
 from mocomri.augment import artefacts
 
 SHAPES = {2: (2, 20, 24), 3: (2, 10, 12, 14)}  # (C, *S): two channels, unequal sides
+ODD_SHAPES = {2: (2, 19, 23), 3: (1, 9, 12, 11)}  # odd sides: no Nyquist sample; the spectrum's centre on a sample
 
 
-def _batch(dims: int, n: int = 3, seed: int = 0) -> torch.Tensor:
+def _batch(dims: int, n: int = 3, seed: int = 0, shapes: dict = SHAPES) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.rand((n, *SHAPES[dims]), generator=g, dtype=torch.float32) + 0.1
+    return torch.rand((n, *shapes[dims]), generator=g, dtype=torch.float32) + 0.1
 
 
 def _close(a, b, atol=1e-5, rtol=1e-4):
@@ -43,9 +44,10 @@ def test_bias_field__equals_monai_rand_bias_field_at_fixed_coefficients(dims):
         _close(ours[i], monai(x[i].numpy(), randomize=False))
 
 
+@pytest.mark.parametrize("shapes", [SHAPES, ODD_SHAPES], ids=["even", "odd"])
 @pytest.mark.parametrize("dims", [2, 3])
-def test_gibbs_ringing__equals_monai_gibbs_noise(dims):
-    x = _batch(dims)
+def test_gibbs_ringing__equals_monai_gibbs_noise(dims, shapes):
+    x = _batch(dims, shapes=shapes)
     alpha = torch.tensor([0.0, 0.35, 0.8])
     ours = artefacts.gibbs_ringing(x, alpha)
     for i, a in enumerate(alpha.tolist()):
@@ -53,9 +55,10 @@ def test_gibbs_ringing__equals_monai_gibbs_noise(dims):
     _close(ours[0], x[0])  # alpha 0 keeps every frequency
 
 
+@pytest.mark.parametrize("shapes", [SHAPES, ODD_SHAPES], ids=["even", "odd"])
 @pytest.mark.parametrize("dims", [2, 3])
-def test_kspace_spike__equals_monai_kspace_spike_noise(dims):
-    x = _batch(dims)
+def test_kspace_spike__equals_monai_kspace_spike_noise(dims, shapes):
+    x = _batch(dims, shapes=shapes)
     g = torch.Generator().manual_seed(2)
     sides = torch.tensor(x.shape[2:])
     location = (torch.rand(len(x), x.shape[1], dims, generator=g) * sides).long()
@@ -68,10 +71,13 @@ def test_kspace_spike__equals_monai_kspace_spike_noise(dims):
     assert not torch.allclose(ours, x, atol=1e-2)
 
 
-def test_kspace_log_magnitude_mean__matches_numpy():
-    x = _batch(2)
-    k = np.fft.fftshift(np.fft.fftn(x.numpy().astype(np.float64), axes=(2, 3)), axes=(2, 3))
-    _close(artefacts.kspace_log_magnitude_mean(x), np.log(np.abs(k) + 1e-10).mean(axis=(2, 3)), rtol=1e-4)
+@pytest.mark.parametrize("shapes", [SHAPES, ODD_SHAPES], ids=["even", "odd"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_kspace_log_magnitude_mean__matches_numpy(dims, shapes):
+    x = _batch(dims, shapes=shapes)
+    axes = tuple(range(2, 2 + dims))
+    k = np.fft.fftn(x.numpy().astype(np.float64), axes=axes)
+    _close(artefacts.kspace_log_magnitude_mean(x), np.log(np.abs(k) + 1e-10).mean(axis=axes), rtol=1e-4)
 
 
 def test_rician_noise__equals_the_magnitude_of_complex_gaussian_noise():

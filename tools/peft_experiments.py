@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
     parser.add_argument("--steps", type=int, help="cross-entropy steps (default 600; --quick 3)")
     parser.add_argument("--moco-steps", type=int, help="MoCo steps (default 600; --quick 3)")
+    parser.add_argument("--share", type=float, help="the distribution halves' skew: each half's share of its "
+                        "favoured classes (default 0.8)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, a coarse λ grid")
     args = parser.parse_args(argv)
@@ -341,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown experiment(s) or kind(s): {', '.join(unknown)}")
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
-                                 **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps)) if v})
+                                 **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
+                                                        ("share", args.share)) if v})
     started = time.perf_counter()
     lab = Lab(args, budget)
     runners = {"distribution": distribution, "multitask": multitask, "domain": domain}

@@ -117,15 +117,8 @@ def bias_field(x: torch.Tensor, coeffs: torch.Tensor, degree: int = 3) -> torch.
     return x * field.exp().unsqueeze(1)
 
 
-def _fft(x: torch.Tensor) -> torch.Tensor:
-    """k-space in FFT order (zero frequency at index 0); MONAI's centre-shifted indices map to
-    it by :func:`_unshift_index` and its centred masks by ``ifftshift``, which saves the copies
-    of shifting every spectrum."""
-    return torch.fft.fftn(x, dim=tuple(range(2, x.dim())))
-
-
-def _ifft(k: torch.Tensor) -> torch.Tensor:
-    return torch.fft.ifftn(k, dim=tuple(range(2, k.dim()))).real
+def _spatial(x: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(2, x.dim()))
 
 
 def _unshift_index(index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -135,15 +128,27 @@ def _unshift_index(index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @lru_cache(maxsize=16)
-def _distance_from_centre(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Each k-space sample's distance from the centre of the shifted spectrum ((n - 1) / 2 per axis),
-    in FFT order. Shape: S."""
+def _half_distances(shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's distance from the centre of the shifted spectrum ((n - 1) / 2 per axis) at k
+    and at -k, on the half spectrum ``rfftn`` keeps (FFT order, last axis cut to n // 2 + 1).
+
+    For an even side the centre lies half a sample off zero frequency, so MONAI's ball is not
+    symmetric under k -> -k; both distances are needed to symmetrise it (:func:`gibbs_ringing`).
+    """
     axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) - (n - 1) / 2 for n in shape], indexing="ij")
-    return torch.fft.ifftshift(torch.sqrt(sum(a**2 for a in axes))).to(device)
+    dist = torch.fft.ifftshift(torch.sqrt(sum(a**2 for a in axes)))  # FFT order, full spectrum
+    axes_ = tuple(range(len(shape)))
+    mirrored = dist.flip(axes_).roll((1,) * len(shape), axes_)  # index i -> (-i) mod n
+    half = shape[-1] // 2 + 1
+    return dist[..., :half].to(device), mirrored[..., :half].to(device)
 
 
 def gibbs_ringing(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Truncates k-space to a centred ball, which rings at edges (MONAI ``GibbsNoise``).
+
+    MONAI takes the real part of the inverse FFT of the masked spectrum. For a real image that
+    equals the inverse real FFT with the mask averaged with its mirror (1/2 where only one of k
+    and -k is inside the ball), so this runs on the half spectrum: half the FFT work.
 
     Args:
         x: images. Shape: (B, C, *S).
@@ -152,20 +157,35 @@ def gibbs_ringing(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """
     shape = tuple(x.shape[2:])
     radius = (1.0 - alpha.double()) * max(shape) * math.sqrt(2) / 2  # (B,)
-    dist = _distance_from_centre(shape, x.device)
-    mask = dist.unsqueeze(0) <= radius.to(x.device).view(-1, *([1] * len(shape)))  # (B, *S)
-    return _ifft(_fft(x) * mask.unsqueeze(1)).to(x.dtype)
+    dist, mirrored = _half_distances(shape, x.device)
+    r = radius.to(x.device).view(-1, *([1] * len(shape)))
+    mask = ((dist <= r).to(x.dtype) + (mirrored <= r).to(x.dtype)) * 0.5  # (B, *S_half)
+    k = torch.fft.rfftn(x, dim=_spatial(x)) * mask.unsqueeze(1)
+    return torch.fft.irfftn(k, s=shape, dim=_spatial(x)).to(x.dtype)
 
 
 def kspace_log_magnitude_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of ``log(|k| + 1e-10)`` per item and channel, MONAI's scale for spike intensities. Shape: (B, C)."""
-    return torch.log(_fft(x).abs() + 1e-10).flatten(2).mean(2)
+    """Mean of ``log(|k| + 1e-10)`` per item and channel, MONAI's scale for spike intensities. Shape: (B, C).
+
+    Computed on the half spectrum: |k| = |-k| for a real image, so every column the real FFT
+    drops is the mirror of one it keeps (all but the zero and, for an even side, the Nyquist column).
+    """
+    n = x.shape[-1]
+    log_magnitude = torch.log(torch.fft.rfftn(x, dim=_spatial(x)).abs() + 1e-10)  # (B, C, ..., n // 2 + 1)
+    weights = torch.full((n // 2 + 1,), 2.0, dtype=log_magnitude.dtype, device=x.device)
+    weights[0] = 1.0
+    if n % 2 == 0:
+        weights[-1] = 1.0
+    return (log_magnitude * weights).flatten(2).sum(2) / x[0, 0].numel()
 
 
 def kspace_spike(x: torch.Tensor, location: torch.Tensor, log_intensity: torch.Tensor) -> torch.Tensor:
     """Sets one k-space sample per item and channel to a large magnitude, keeping its phase.
 
-    A spike in k-space is a stripe pattern over the whole image (MONAI ``KSpaceSpikeNoise``).
+    A spike in k-space is a stripe pattern over the whole image (MONAI ``KSpaceSpikeNoise``:
+    the real part of the inverse FFT of the changed spectrum). Changing one sample k0 from X to
+    s adds ``Re((s - X) e^{2πi k0·n/N}) / N`` to the image, one plane wave, and X is one DFT
+    coefficient: both are sums of separable per-axis waves, so no FFT of the volume is needed.
 
     Args:
         x: images. Shape: (B, C, *S).
@@ -173,13 +193,22 @@ def kspace_spike(x: torch.Tensor, location: torch.Tensor, log_intensity: torch.T
         log_intensity: the spike's log-magnitude. Shape: (B, C).
     """
     b, c, *shape = x.shape
-    k = _fft(x).reshape(b, c, -1)  # (B, C, N)
-    strides = torch.tensor([math.prod(shape[i + 1:]) for i in range(len(shape))], device=x.device)
-    flat = (_unshift_index(location.to(x.device), tuple(shape)) * strides).sum(-1, keepdim=True)  # (B, C, 1)
-    phase = k.gather(2, flat).angle()
-    spike = torch.polar(log_intensity.to(x.device, torch.float64).exp().to(phase.dtype).unsqueeze(-1), phase)
-    k = k.scatter(2, flat, spike.to(k.dtype))
-    return _ifft(k.reshape(b, c, *shape)).to(x.dtype)
+    index = _unshift_index(location.to(x.device), tuple(shape))  # (B, C, d), FFT order
+    # In double precision (only the few items that drew a spike pay for it): the spike is 10^4-10^5
+    # times the image's values, so float32 phases would leave errors of 1e-3 in the image.
+    waves = [  # e^{2πi k_a n / N_a} per axis, the exponent reduced mod N_a first: (B, C, N_a) complex128
+        torch.polar(torch.ones((), dtype=torch.float64, device=x.device),
+                    (2 * math.pi / n) * ((index[..., a, None] * torch.arange(n, device=x.device)) % n).double())
+        for a, n in enumerate(shape)
+    ]
+    coefficient = x.to(torch.complex128)  # contracted axis by axis, from the last: X(k0) = sum x e^{-2πi k0·n/N}
+    for wave in reversed(waves):
+        coefficient = (coefficient * wave.conj().view(b, c, *[1] * (coefficient.dim() - 3), -1)).sum(-1)
+    spike = torch.polar(log_intensity.to(x.device, torch.float64).exp(), coefficient.angle())  # (B, C)
+    pattern = (spike - coefficient) / math.prod(shape)  # (B, C)
+    for wave in waves:
+        pattern = pattern.unsqueeze(-1) * wave.view(b, c, *[1] * (pattern.dim() - 2), -1)
+    return (x + pattern.real).to(x.dtype)
 
 
 def rician_noise(x: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
