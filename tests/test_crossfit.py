@@ -121,6 +121,17 @@ def test_crossfit_command__pools_every_subject_and_resumes(tmp_path, labelled_ma
     assert summary.stat().st_mtime_ns == before
     assert "pretraining on the other folds" not in capsys.readouterr().out
 
+    # Probing the same folds on stage features reuses the pretraining and writes beside the first reports.
+    first_report = (out / "report.md").read_text()
+    assert cli_main([*argv, "--features", "stages"]) == 0
+    assert summary.stat().st_mtime_ns == before
+    stages = json.loads((out / "metrics_stages.json").read_text())
+    assert stages["settings"]["features"] == "stages"
+    assert stages["settings"]["n_eval_subjects"] == len(labelled)
+    assert "every stage's output pooled" in (out / "report_stages.md").read_text()
+    assert (out / "fold1" / "probe_stages" / "report.md").is_file()
+    assert (out / "report.md").read_text() == first_report
+
     # Another config into the same --out is refused, naming the key, not silently reused.
     assert cli_main([*argv, "moco.temperature=0.5"]) == 2
     assert "moco.temperature: 0.2 -> 0.5" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from torch import nn
 
 from mocomri.config import Config, ModelConfig, save_config
 from mocomri.errors import ConfigError
-from mocomri.eval.features import cache_key, cached, extract_features, load_encoder_source
+from mocomri.eval.features import StagePooled, cache_key, cached, extract_features, feature_extractor, load_encoder_source
 from mocomri.models.encoders import create_encoder
 
 
@@ -121,3 +121,32 @@ def test_cached__computes_once_per_key(tmp_path: Path) -> None:
     assert len(calls) == 1
     cached(tmp_path, "moco", cache_key("encoder-sha", {"image_size": 32}), compute)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name, shape", [("resnet18", (3, 1, 32, 32)), ("resnet10_3d", (2, 1, 16, 16, 16))])
+def test_stage_pooled__concatenates_the_mean_of_every_stage_output(name: str, shape: tuple) -> None:
+    torch.manual_seed(0)
+    backbone, _ = create_encoder(name, in_channels=1, width=8)
+    backbone.eval()
+    x = torch.randn(shape)
+    expected, h = [], x
+    with torch.no_grad():
+        for child_name, child in backbone.named_children():  # the stem and the stages, run by hand in order
+            if child_name in ("avgpool", "fc"):
+                break
+            h = child(h)
+            if child_name.startswith("layer"):
+                expected.append(h.flatten(2).mean(2))
+        out = feature_extractor(backbone, "stages")(x)
+        assert out.shape == (shape[0], 8 * (1 + 2 + 4 + 8))
+        torch.testing.assert_close(out, torch.cat(expected, 1))
+        assert feature_extractor(backbone, "pooled") is backbone
+        torch.testing.assert_close(backbone(x).flatten(1), expected[-1])  # the pooled output is the last stage's mean
+    assert not backbone.layer1._forward_hooks  # no hook is left behind
+
+
+def test_stage_pooled__errors_name_what_is_missing() -> None:
+    with pytest.raises(ConfigError, match="no stage"):
+        StagePooled(nn.Sequential(nn.Conv2d(1, 4, 3)))
+    with pytest.raises(ConfigError, match="features: expected one of pooled, stages"):
+        feature_extractor(nn.Identity(), "layer4")

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what one prediction is (default subject)")
     p.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--features", choices=["pooled", "stages"], default="pooled",
+                   help="what the probe reads off each encoder: its pooled output (default) or every stage "
+                        "pooled and concatenated; the latter writes *_stages reports beside the first")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.set_defaults(func=run)
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         baselines=["random_init"] + ([] if args.no_raw_pixels else ["raw_pixels"]),
         unit=args.unit,
-        options=ProbeOptions(n_boot=args.n_boot, config_source=" + ".join([f"`{args.config}`", *(f"`{o}`" for o in args.overrides)])),
+        options=ProbeOptions(n_boot=args.n_boot, features=args.features, config_source=" + ".join([f"`{args.config}`", *(f"`{o}`" for o in args.overrides)])),
     )
     for name, metrics in results.items():
         s = metrics["settings"]

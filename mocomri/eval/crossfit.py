@@ -14,8 +14,12 @@ Layout under ``out_dir``::
     folds.csv                       subject -> fold
     fold{k}/manifest.csv            train = the other folds (and unlabelled scans), test = fold k
     fold{k}/pretrain/               the fold's pretraining run (resumable)
-    fold{k}/probe[_<task>]/         the fold's own probe report
-    report.md, metrics.json         pooled over folds (one per task: report_<task>.md, ...)
+    fold{k}/probe[_<task>][_stages]/  the fold's own probe report
+    report.md, metrics.json         pooled over folds (one per task: report_<task>.md, ...;
+                                    probed on stage features: report[_<task>]_stages.md, ...)
+
+Probing the same folds again with another read-out (``--features stages``) reuses every fold's
+pretraining and writes beside the first reports.
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ class Fold:
     def manifest_path(self, task: str = "") -> Path:
         return self.dir / (f"manifest_{task}.csv" if task else "manifest.csv")
 
-    def probe_dir(self, task: str = "") -> Path:
-        return self.dir / (f"probe_{task}" if task else "probe")
+    def probe_dir(self, task: str = "", features: str = "pooled") -> Path:
+        return self.dir / f"probe{_suffix(task, features)}"
 
 
 def assign_folds(manifest: Manifest, folds: int, seed: int = 0) -> dict[str, int]:
@@ -202,17 +206,17 @@ def run_crossfit(
             pretrain(cfg, resume=True)
         for name in all_tasks:
             collected = collect_probe_runs(
-                fold.run_dir, fold.manifest_path(name), cfg, out_dir=fold.probe_dir(name),
+                fold.run_dir, fold.manifest_path(name), cfg, out_dir=fold.probe_dir(name, options.features),
                 label_fractions=label_fractions, seeds=seeds, baselines=baselines, unit=unit,
                 options=options, verbose=verbose,
             )
-            write_report(fold.probe_dir(name), probe_metrics(collected, options))
+            write_report(fold.probe_dir(name, options.features), probe_metrics(collected, options))
             per_task_runs[name].append(collected)
     results = {}
     for name, collected_folds in per_task_runs.items():
         metrics = pooled_metrics(collected_folds, options, fold_list, fold_seed, sources[name])
         metrics["settings"]["folds_stratified_by"] = str(manifest)
-        suffix = f"_{name}" if name else ""
+        suffix = _suffix(name, options.features)
         (out_dir / f"metrics{suffix}.json").write_text(json.dumps(metrics, indent=2))
         (out_dir / f"report{suffix}.md").write_text(render_crossfit_markdown(metrics, name))
         results[name] = metrics
@@ -289,6 +293,10 @@ def render_crossfit_markdown(metrics: dict[str, Any], task: str = "") -> str:
         f"Pretraining config: {s.get('config_source') or 'n/a'}; encoders: "
         + ", ".join(f"`{f['run_dir']}`" for f in metrics["folds"]) + ".",
         "",
+        "Encoder features: " + ("the pooled output of the backbone." if s.get("features", "pooled") == "pooled" else
+                                "every stage's output pooled and concatenated (the same read-out for the "
+                                "pretrained and the random-init encoder)."),
+        "",
         f"## Accuracy (%), pooled: mean ± std over {s['seeds']} seed(s) [95% bootstrap CI, {s['n_boot']} resamples of subjects]",
         "",
         *_table(header, rows),
@@ -324,6 +332,11 @@ def _check_same_config(fold: Fold, cfg: Config) -> None:
         shown = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
         raise ConfigError(f"{fold.run_dir} was pretrained with another config ({shown}); "
                           "use another --out, or delete the fold to pretrain it again")
+
+
+def _suffix(task: str, features: str) -> str:
+    """``_<task>`` for another task, ``_<features>`` for a read-out other than the pooled output."""
+    return (f"_{task}" if task else "") + ("" if features == "pooled" else f"_{features}")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

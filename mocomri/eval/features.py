@@ -27,6 +27,50 @@ from mocomri.errors import ConfigError
 from mocomri.files import atomic_path, file_digest
 
 RANDOM = "random"
+FEATURES = ("pooled", "stages")  # what a probe reads off an encoder; see StagePooled
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+class StagePooled(nn.Module):
+    """The global average pool of each residual stage's output, concatenated: ``(N, sum of widths)``.
+
+    A probe normally reads the backbone's pooled output (the last stage). Reading every stage,
+    as DINO's linear evaluation reads the last blocks, shows where the information a task needs
+    lives: an encoder pretrained on a small cohort can keep it in early stages while its last
+    stage specialises on telling the pretraining scans apart (BENCHMARKS.md, "3D on IXI-185").
+    Random-init and pretrained encoders alike get the same read-out, so the comparison stays fair.
+
+    Every encoder of the registry (torchvision and MONAI ResNets) has ``layer1`` to ``layer4``.
+
+    Raises:
+        ConfigError: the backbone has no such stages.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        missing = [name for name in STAGES if not isinstance(getattr(backbone, name, None), nn.Module)]
+        if missing:
+            raise ConfigError(f"{type(backbone).__name__} has no stage(s) {', '.join(missing)}: "
+                              "stage features need a ResNet-like backbone")
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = []
+        hooks = [getattr(self.backbone, name).register_forward_hook(
+            lambda _module, _inputs, out: pooled.append(out.flatten(2).mean(2))) for name in STAGES]
+        try:
+            self.backbone(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return torch.cat(pooled, 1)
+
+
+def feature_extractor(backbone: nn.Module, features: str = "pooled") -> nn.Module:
+    """The module a probe reads: the backbone itself (``pooled``) or :class:`StagePooled` (``stages``)."""
+    if features not in FEATURES:
+        raise ConfigError(f"features: expected one of {', '.join(FEATURES)}, got {features!r}")
+    return backbone if features == "pooled" else StagePooled(backbone)
 
 
 @dataclass

@@ -230,6 +230,7 @@ def _settings_rows(s: dict[str, Any]) -> list[list[str]]:
         ["logistic-regression C grid", ", ".join(f"{c:g}" for c in s["Cs"])],
         ["CV folds (grouped by subject)", str(s["cv_folds"])],
         ["kNN k", str(s["knn_k"])],
+        ["encoder features", s.get("features", "pooled")],
         ["raw-pixel PCA components", str(s["pca_components"])],
         ["bootstrap resamples", str(s["n_boot"])],
         ["device / bf16", f"{s['device']} / {s['bf16']}"],
@@ -250,9 +251,12 @@ def _settings_rows(s: dict[str, Any]) -> list[list[str]]:
 
 
 def _method_lines(s: dict[str, Any]) -> list[str]:
+    read = ("the frozen backbone's pooled output (before the projection head)"
+            if s.get("features", "pooled") == "pooled" else
+            "the global average pool of each of the frozen backbone's four stages, concatenated "
+            "(the same read-out for the pretrained and the random-init encoder)")
     return [
-        "- Features: the frozen backbone's pooled output (before the projection head), "
-        "standardised on the labelled training subset.",
+        f"- Features: {read}, standardised on the labelled training subset.",
         "- Linear probe: multinomial logistic regression; C chosen by cross-validated log-loss "
         "with folds grouped by subject (`StratifiedGroupKFold`).",
         f"- kNN: cosine similarity, k={s['knn_k']}, votes weighted by exp(similarity / 0.07).",

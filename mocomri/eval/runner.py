@@ -41,6 +41,7 @@ from mocomri.eval.features import (
     cache_key,
     cached,
     extract_features,
+    feature_extractor,
     load_encoder_source,
     resolve_device,
 )
@@ -78,6 +79,7 @@ class ProbeOptions:
     cv_folds: int = 5
     Cs: tuple[float, ...] = DEFAULT_CS
     pca_components: int = 64  # raw-pixel baseline
+    features: str = "pooled"  # "pooled" (the backbone's output) | "stages" (every stage pooled; StagePooled)
     # Processes for the linear probe's CV fits: the fits are most of a probe's time on a CPU
     # (25 L-BFGS fits per probe), and they are independent. -1: every core.
     cv_jobs: int | None = -1
@@ -385,11 +387,12 @@ def _all_features(
     """Features of every item for each feature-based method; ``(N, F)`` each."""
     random_source = EncoderSource(kind=RANDOM, model=source.model)
     spatial_dims = items.dataset.spatial_dims
+    read = "" if options.features == "pooled" else f":{options.features}"
     encoders = {
-        ENCODER_METHOD: (source.identity, lambda: source.build()[0]),
+        ENCODER_METHOD: (source.identity + read, lambda: feature_extractor(source.build()[0], options.features)),
         "random_init": (
-            f"{random_source.identity}:seed{options.encoder_seed}",
-            lambda: random_source.build(seed=options.encoder_seed)[0],
+            f"{random_source.identity}:seed{options.encoder_seed}{read}",
+            lambda: feature_extractor(random_source.build(seed=options.encoder_seed)[0], options.features),
         ),
         "raw_pixels": (f"raw_pixels:{spatial_dims}", lambda: raw_pixel_encoder(spatial_dims)),
         "intensity_stats": (f"intensity_stats:{INTENSITY_PERCENTILES}", IntensityStatistics),
@@ -517,6 +520,7 @@ def _settings(
         "Cs": list(options.Cs),
         "cv_folds": options.cv_folds,
         "pca_components": options.pca_components,
+        "features": options.features,
         "n_boot": options.n_boot,
         "confidence": 0.95,
         "device": str(resolve_device(options.device)),
