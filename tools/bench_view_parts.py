@@ -1,9 +1,11 @@
 """Time each part of the batched views: the sampling grid, the resampling, every artefact, a pair.
 
-    .venv/bin/python tools/bench_view_parts.py [--threads 2] [--calls 10]
+    .venv/bin/python tools/bench_view_parts.py [--threads 2] [--calls 10] [--src DIR]
 
-2D: 128 working images of 96 px to 64-px views; 3D: 8 volumes of 96³ to 64³. Every artefact is
-timed on the whole batch (in training only the items that draw it pay for it).
+2D: 128 working images of 96 px to 64-px views; 3D: 8 volumes of 96³ to 64³, and the pair of
+views of ``configs/ixi185_3d.yaml`` (16 volumes of 56³ to 48³, 32 views). Every artefact is timed
+on the whole batch (in training only the items that draw it pay for it). ``--src`` times the
+``mocomri`` of another source tree (e.g. a ``git worktree`` of an older commit) with this script.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_src = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _src)
 
 from mocomri.augment import BatchViews, artefacts  # noqa: E402
 from mocomri.augment.geometry import _affine_grid, resample, view_affines  # noqa: E402
-from mocomri.data.settings import AugmentConfig  # noqa: E402
+from mocomri.data.settings import AugmentConfig, AugmentParams  # noqa: E402
 
 
 def timed(name: str, fn, calls: int) -> None:
@@ -35,10 +38,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--src", help="the source tree whose mocomri is timed (default: this one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     f64 = torch.float64
-    for b, working, size in [(128, (96, 96), (64, 64)), (8, (96, 96, 96), (64, 64, 64))]:
+    # (items each part is timed on, images a pair of views is made of, working side, view side)
+    cases = [(128, 128, (96, 96), (64, 64)), (8, 8, (96, 96, 96), (64, 64, 64)), (32, 16, (56, 56, 56), (48, 48, 48))]
+    for b, n, working, size in cases:
         d = len(size)
         print(f"{b} x {working} -> {size}, {torch.get_num_threads()} threads")
         x = torch.randn(b, 1, *working)
@@ -66,16 +72,19 @@ def main() -> None:
         timed("bias_field", lambda: artefacts.bias_field(y, torch.rand(b, artefacts.bias_field_size(d, 3))), args.calls)
         timed("gibbs_ringing", lambda: artefacts.gibbs_ringing(y, torch.rand(b)), args.calls)
         timed("kspace_spike", lambda: artefacts.kspace_spike(y, torch.zeros(b, 1, d, dtype=torch.long), torch.ones(b, 1)), args.calls)
+        timed("kspace_log_magnitude_mean", lambda: artefacts.kspace_log_magnitude_mean(y), args.calls)
         noise = torch.randn(2, *y.shape)
         timed("randn (Rician noise)", lambda: torch.randn(2, *y.shape), args.calls)
         timed("rician_noise", lambda: artefacts.rician_noise(y, torch.rand(b), noise), args.calls)
         timed("adjust_contrast", lambda: artefacts.adjust_contrast(y, torch.rand(b) + 0.5), args.calls)
         timed("histogram_shift", lambda: artefacts.histogram_shift(y, torch.linspace(0, 1, 8).repeat(b, 1)), args.calls)
+        x = x[:n]
+        family, flip = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
         views = BatchViews(AugmentConfig(), ["t1"], size)
-        family, flip = torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long)
         seeds = iter(range(10**6))
         timed("BatchViews, a pair of views", lambda: views(x.half(), family, flip, next(seeds)), max(3, args.calls // 2))
-        crop = BatchViews(AugmentConfig(preset="crop"), ["t1"], size)
+        crop = BatchViews(AugmentConfig(preset="crop", base=AugmentParams(crop_scale=[0.85, 1.0])) if d == 3 and size[0] == 48
+                          else AugmentConfig(preset="crop"), ["t1"], size)
         timed("same, preset crop", lambda: crop(x.half(), family, flip, next(seeds)), max(3, args.calls // 2))
 
 
