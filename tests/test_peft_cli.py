@@ -6,6 +6,7 @@ class-specific corner); the encoder, module, training, composition, λ search an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset, default_collate
 from mocomri.cli import main
 from mocomri.config import Config, ModelConfig, save_config
 from mocomri.data import datasets
-from mocomri.data.manifest import Manifest, ManifestRow, write_manifest
+from mocomri.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from mocomri.data.settings import DataConfig
 from mocomri.models import create_encoder
 from mocomri.peft import PEMSpec, load_pem
@@ -114,6 +115,19 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     assert report["lambda"] == max(report["curve"], key=lambda p: p["score"])["lambda"]
     assert report["validation"]["split"] == "val"
     assert load_pem(out).provenance["lambda"] == report["lambda"]
+
+    # Two val manifests (the first's val and test rows swapped in the second): λ on their mean.
+    swapped = tmp_path / "swapped.csv"
+    rows = [dataclasses.replace(r, split={"val": "test", "test": "val"}.get(r.split, r.split))
+            for r in read_manifest(manifest).rows]
+    write_manifest(Manifest(tmp_path, rows), swapped)
+    curves = []
+    for vals, name in (([manifest], "v1"), ([swapped], "v2"), ([manifest, swapped], "v12")):
+        assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                     "--val", *map(str, vals), "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+        curves.append([p["score"] for p in json.loads((tmp_path / f"{name}.safetensors.report.json").read_text())["curve"]])
+    assert curves[2] == pytest.approx([(x + y) / 2 for x, y in zip(curves[0], curves[1])])
+    assert "mean accuracy" in json.loads((tmp_path / "v12.safetensors.report.json").read_text())["validation"]["score"]
 
     assert main(["peft", "compose", "--negate", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "n.safetensors")]) == 0
     assert load_pem(tmp_path / "n.safetensors").heads == []

@@ -84,6 +84,13 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
     assert json.loads((out / "distribution.json").read_text())["seconds"] == {}  # nothing trained again
     assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
 
+    # λ on the mean of both domains' val splits, over another grid: the same modules, another report.
+    assert run_experiments(args + ["--experiments", "domain", "--domain-lambda", "both", "--grid", "0,0.25,1"]) == 0
+    both = json.loads((out / "domain_lambda_both.json").read_text())
+    assert [p["lambda"] for p in both["curves"]["ia3"]["analogy"]["0"]] == [0.0, 0.25, 1.0]
+    assert "mean of the target and source val" in both["description"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
+
 
 def test_subset__single_image_subjects_per_split_and_class() -> None:
     rows = [ManifestRow(f"{s}-{i}.png", s, label=label, split=split)

@@ -280,17 +280,21 @@ def multitask(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
     return results
 
 
-def domain(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
+def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "target") -> Results:
+    """Domain transfer by analogy; λ chosen on the target's val split, or (``lambda_on="both"``)
+    on the mean of the target's and the source's val accuracy: one module for both domains."""
     shift = ScannerShift()
-    results = Results("domain", "Domain transfer by analogy to a synthetic scanner shift of the same images "
+    chosen_on = "the target val split" if lambda_on == "target" else "the mean of the target and source val splits"
+    results = Results("domain" if lambda_on == "target" else f"domain_lambda_{lambda_on}",
+                      "Domain transfer by analogy to a synthetic scanner shift of the same images "
                       f"(bias field, gamma {shift.gamma}, Rician noise σ = {shift.noise_std}; mocomri/peft/shift.py): "
-                      "λ θ_source_cls ⊕ (1 − λ)(θ_target_ssl ⊖ θ_source_ssl), λ on the target val split; "
+                      f"λ θ_source_cls ⊕ (1 − λ)(θ_target_ssl ⊖ θ_source_ssl), λ on {chosen_on}; "
                       "accuracy on the target and source test splits (%).", seeds, lab.settings())
     target = lab.out / "data" / "target" / "manifest.csv"
     if not target.is_file():  # written last: its presence means every shifted image is there
         shifted = shift_manifest(read_manifest(lab.source), target.parent, shift)
         write_manifest(shifted, target)
-    val = lab.items(target, "val")
+    val, source_val = lab.items(target, "val"), lab.items(lab.source, "val")
     tests = {" on target": lab.items(target, "test"), " on source": lab.items(lab.source, "test")}
     for seed in seeds:
         lab.baselines(results, "test accuracy", "source", lab.source, seed, tests)
@@ -299,7 +303,13 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
             source_cls = lab.module(f"{kind}_s{seed}_union", lab.source, kind, seed)  # the union module of (1)
             source_ssl = lab.module(f"{kind}_s{seed}_source_ssl", lab.source, kind, seed, objective="moco")
             target_ssl = lab.module(f"{kind}_s{seed}_target_ssl", target, kind, seed, objective="moco")
-            lam, curve = lab.choose(lambda x: lab.accuracy(analogy(source_cls, target_ssl, source_ssl, x), val))
+            def val_score(x: float) -> float:
+                module = analogy(source_cls, target_ssl, source_ssl, x)
+                if lambda_on == "target":
+                    return lab.accuracy(module, val)
+                return (lab.accuracy(module, val) + lab.accuracy(module, source_val)) / 2
+
+            lam, curve = lab.choose(val_score)
             results.curve(kind, "analogy", seed, curve)
             results.add("λ", "λ", kind, seed, {"value": lam}, scale=1)
             transferred = analogy(source_cls, target_ssl, source_ssl, lam)
@@ -334,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moco-steps", type=int, help="MoCo steps (default 600; --quick 3)")
     parser.add_argument("--share", type=float, help="the distribution halves' skew: each half's share of its "
                         "favoured classes (default 0.8)")
+    parser.add_argument("--domain-lambda", choices=("target", "both"), default="target",
+                        help="domain transfer: choose λ on the target's val split (default) or on the mean of "
+                        "the target's and the source's (writes domain_lambda_both.*)")
+    parser.add_argument("--grid", help="the λ grid, comma-separated (default 0, 0.1, ..., 1)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, a coarse λ grid")
     args = parser.parse_args(argv)
@@ -345,9 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
                                  **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
                                                         ("share", args.share)) if v})
+    if args.grid:
+        budget = dataclasses.replace(budget, grid=tuple(float(x) for x in args.grid.split(",")))
     started = time.perf_counter()
     lab = Lab(args, budget)
-    runners = {"distribution": distribution, "multitask": multitask, "domain": domain}
+    runners = {"distribution": distribution, "multitask": multitask,
+               "domain": lambda *a: domain(*a, lambda_on=args.domain_lambda)}
     for name in EXPERIMENTS:  # in this order: domain reuses distribution's union modules
         if name in experiments:
             before = dict(lab.seconds)

@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="λ·SOURCE_CLS ⊕ (1-λ)·(TARGET_SSL ⊖ SOURCE_SSL)")
     c.add_argument("--lambda", dest="lam", type=_lambda, default=None,
                    help="λ, or 'auto' (default) to choose it on the val rows of --val")
-    c.add_argument("--val", help="manifest whose labelled 'val' rows choose λ")
+    c.add_argument("--val", nargs="+", metavar="MANIFEST",
+                   help="manifest(s) whose labelled 'val' rows choose λ; several: their mean accuracy "
+                   "(e.g. the source's and the target's, for one module that serves both)")
     c.add_argument("--out", required=True, help="the module file to write")
     c.set_defaults(func=run_compose)
 

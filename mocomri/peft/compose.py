@@ -61,7 +61,8 @@ class ComposeResult:
 
 
 def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path, *, lam: float | None = None,
-                  encoder: str | Path | None = None, val_manifest: str | Path | None = None,
+                  encoder: str | Path | None = None,
+                  val_manifest: str | Path | Sequence[str | Path] | None = None,
                   config: Config | None = None, grid: Sequence[float] = DEFAULT_GRID,
                   device: str = "auto") -> ComposeResult:
     """Composes module files into ``out`` and writes ``<out>.report.json`` and ``.report.md``.
@@ -73,7 +74,8 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
         lam: λ; None chooses it on the ``val`` rows of ``val_manifest`` over ``grid`` by the
             accuracy of the composed module's task head on the merged ``encoder``.
         encoder: the base encoder (run directory or ``encoder.pt``), for choosing λ.
-        val_manifest: a manifest with labelled ``val`` rows, for choosing λ.
+        val_manifest: a manifest with labelled ``val`` rows, for choosing λ; or several (e.g. a
+            source and a target domain), each scored alone and λ chosen on their mean accuracy.
         config: data settings; default: the run's config.
         grid: the λ values tried.
         device: for the validation forward passes.
@@ -89,8 +91,10 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
     if operation != "negate" and lam is None:
         if encoder is None or val_manifest is None:
             raise PEMError(f"--lambda auto: {operation} needs --encoder and --val to choose λ on a validation split")
-        lam, curve = _choose_on_validation(operation, pems, encoder, val_manifest, config, grid, device)
-        validation = {"manifest": str(val_manifest), "manifest_sha1": file_digest(val_manifest), "split": "val"}
+        manifests = [val_manifest] if isinstance(val_manifest, (str, Path)) else list(val_manifest)
+        lam, curve = _choose_on_validation(operation, pems, encoder, manifests, config, grid, device)
+        validation = {"manifest": ", ".join(map(str, manifests)), "manifest_sha1": ", ".join(file_digest(m) for m in manifests),
+                      "split": "val", "score": "accuracy" if len(manifests) == 1 else "mean accuracy over the manifests"}
     result = compose(operation, pems, lam)
     out = save_pem(result, out)
     report = {"operation": operation, "lambda": lam, "inputs": [str(m) for m in modules], "module": str(out),
@@ -102,8 +106,9 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
     return ComposeResult(out, report_path, lam, curve)
 
 
-def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Path, val_manifest: str | Path,
-                          config: Config | None, grid: Sequence[float], device: str) -> tuple[float, list[dict]]:
+def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Path,
+                          val_manifests: Sequence[str | Path], config: Config | None, grid: Sequence[float],
+                          device: str) -> tuple[float, list[dict]]:
     from mocomri.eval.metrics import classification_metrics
     from mocomri.peft.evaluate import module_proba
     from mocomri.peft.inputs import labelled_items, load_base
@@ -113,11 +118,14 @@ def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Pa
     heads = probe.heads
     if not heads:
         raise PEMError(f"{operation} of {', '.join(p.label for p in pems)} has no task head to choose λ with")
-    items = labelled_items(val_manifest, base.config, "val", heads[0].labels if len(heads) == 1 else None)
+    classes = heads[0].labels if len(heads) == 1 else None
+    sets = [labelled_items(m, base.config, "val", classes) for m in val_manifests]
 
     def accuracy(lam: float) -> float:
-        proba = module_proba(compose(operation, pems, lam), base, items, device=device)  # (N, K)
-        return classification_metrics(items.labels, proba)["accuracy"]
+        module = compose(operation, pems, lam)
+        scores = [classification_metrics(items.labels, module_proba(module, base, items, device=device))["accuracy"]
+                  for items in sets]
+        return sum(scores) / len(scores)
 
     return choose_lambda(accuracy, grid)
 
@@ -127,7 +135,8 @@ def _markdown(report: dict) -> str:
              f"- inputs: {', '.join(report['inputs'])}", f"- result: {report['module']} ({report['kind']}, "
              f"{report['layers']} layers)", f"- λ: {report['lambda']}"]
     if report["validation"]:
-        lines += [f"- λ chosen on the '{report['validation']['split']}' rows of {report['validation']['manifest']}",
-                  "", "| λ | validation accuracy |", "|---|---|"]
+        validation = report["validation"]
+        lines += [f"- λ chosen on the '{validation['split']}' rows of {validation['manifest']} "
+                  f"({validation.get('score', 'accuracy')})", "", "| λ | validation accuracy |", "|---|---|"]
         lines += [f"| {p['lambda']:.2f} | {p['score']:.4f} |" for p in report["curve"]]
     return "\n".join(lines) + "\n"
