@@ -102,3 +102,33 @@ def test_batch_views__spike_intensity_from_the_config():
     # exp(30) dwarfs the image: what is left after z-scoring is a pure stripe pattern
     spectrum = torch.fft.fft2(a[:, 0]).abs().flatten(1)
     assert ((spectrum > spectrum.amax(1, keepdim=True) * 0.5).sum(1) <= 2).all()  # one frequency and its mirror
+
+
+def _window_offsets(view: torch.Tensor, image: torch.Tensor) -> tuple[int, int]:
+    """Where in ``image`` (1, H, W) the z-scored ``view`` (1, h, w) is a z-scored window: brute force."""
+    h, w = view.shape[1:]
+    windows = image.unfold(1, h, 1).unfold(2, w, 1)[0]  # (H-h+1, W-w+1, h, w)
+    windows = _zscore(windows.reshape(-1, 1, h, w)).reshape(windows.shape)
+    error = (windows - view[0]).abs().amax((2, 3))
+    i, j = divmod(int(error.argmin()), error.shape[1])
+    assert float(error[i, j]) < 1e-4, "the view is not a window of the image"
+    return i, j
+
+
+def test_batch_views__pair_shift_makes_overlapping_patches_within_the_shift():
+    # Noise images: every 12-pixel window is unique, so each view's place is found exactly.
+    images = torch.rand(16, 1, 40, 40, generator=torch.Generator().manual_seed(0))
+    crop = dict(OFF, crop_scale=[0.3, 0.3])  # 12-pixel boxes, read as they are into 12-pixel views
+    family, flip = torch.zeros(16, dtype=torch.long), torch.full((16,), -1)
+    for pair_shift, most in ((0.0, 0), (0.25, 3 + 1), (None, 40)):  # + 1: boxes snap to whole pixels
+        cfg = AugmentConfig(preset="crop", base=AugmentParams(**crop), pair_shift=pair_shift)
+        a, b = BatchViews(cfg, ["t1"], (12, 12))(images, family, flip, seed=2)
+        shifts = []
+        for k in range(16):
+            (i1, j1), (i2, j2) = _window_offsets(a[k], images[k]), _window_offsets(b[k], images[k])
+            shifts.append(max(abs(i1 - i2), abs(j1 - j2)))
+        assert max(shifts) <= most, (pair_shift, shifts)
+        if pair_shift != 0.0:
+            assert max(shifts) > 0, pair_shift
+        if pair_shift is None:  # independent crops: anywhere in the image
+            assert max(shifts) > most // 4, shifts

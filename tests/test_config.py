@@ -89,7 +89,8 @@ def test_shipped_configs__all_load():
 
 
 BAD_VALUES = [
-    ("optim.name=adamx", "optim.name"), ("moco.momentum=1.5", "moco.momentum"), ("moco.momentum=1", "moco.momentum"),
+    ("optim.name=adamx", "optim.name"), ("augment.pair_shift=1.5", "augment.pair_shift"),
+    ("data.pretrain_patch_size=4", "data.pretrain_patch_size"), ("moco.momentum=1.5", "moco.momentum"), ("moco.momentum=1", "moco.momentum"),
     ("moco.queue_size=-5", "moco.queue_size"), ("train.precision=fp8", "train.precision"),
     ("moco.shuffle_bn=weird", "moco.shuffle_bn"), ("model.name=resnet999", "model.name"),
     ("train.batch_size=0", "train.batch_size"), ("moco.temperature=0", "moco.temperature"),

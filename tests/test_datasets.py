@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from mocomri.data.datasets import build_eval_dataset, build_pretrain_dataset, lr_axis
 from mocomri.data.manifest import Manifest, ManifestRow, assign_splits, scan_bids
-from mocomri.data.settings import AugmentConfig, DataConfig
+from mocomri.data.settings import AugmentConfig, AugmentParams, DataConfig
 from mocomri.data.synthetic import make_cohort
 from mocomri.errors import DataError
 
@@ -76,6 +76,14 @@ def test_build_pretrain_dataset__patches3d_gives_3d_views(manifest, cfg):
     view1, view2 = dataset.make_views(dataset.__getitems__([(0, 1), (1, 2)]))
     assert view1.shape == (2, 1, 16, 16, 16)
     assert not torch.equal(view1, view2)
+
+
+def test_build_pretrain_dataset__pretrain_patch_size_sets_the_views_not_the_evaluation_input(manifest, cfg):
+    small = replace(cfg, kind="patches3d", patch_size=16, pretrain_patch_size=8)
+    dataset = build_pretrain_dataset(manifest, small, AugmentConfig(base=AugmentParams(crop_scale=[0.5, 0.5])), progress=False)
+    view1, _ = dataset.make_views(dataset.__getitems__([(0, 1)]))
+    assert view1.shape == (1, 1, 8, 8, 8) and dataset.working_side == 16  # 8-voxel patches of 16-voxel volumes
+    assert build_eval_dataset(manifest, small, ["train"], progress=False)[0]["image"].shape == (1, 16, 16, 16)
 
 
 def test_build_pretrain_dataset__splits_select_rows(manifest, cfg):

@@ -16,6 +16,11 @@ metadata, and makes each view in two stages:
    ringing, k-space spikes, Rician noise, then gamma/contrast and histogram shift (scanner
    and protocol differences). Never colour jitter: MR images have no colour.
 
+With ``pair_shift`` set (``augment.pair_shift``), the two views of an item are overlapping
+patches rather than independent crops: the second view's box has the first's sides and its
+centre moved by at most ``pair_shift`` of the box's side along each axis, so the instance is a
+place in a scan, not the scan (patch-level instances; everything else is drawn per view).
+
 Each view ends z-scored over the whole view, like the evaluation input. Every item's strengths
 and probabilities are those of its modality family (``AugmentConfig.params_for_family``), so a
 batch may mix T1 slices and FLAIR slices. Parameters are drawn from a ``torch.Generator``
@@ -52,6 +57,8 @@ class BatchViews:
         families: the family name of each family id in the batches' ``family`` tensors
             (``"t1"``, ``"flair"``, ...; see ``AugmentConfig.family_of``).
         size: the views' spatial sides; its length (2 or 3) is the number of spatial dims.
+        pair_shift: None for independent crops; else the two views of an item overlap (see the
+            module docstring). Defaults to ``aug_cfg.pair_shift``.
 
     Shape:
         images: (B, C, *W) any float dtype, on any device; family, flip_axis: (B,) int64 (CPU)
@@ -62,6 +69,7 @@ class BatchViews:
         if len(size) not in (2, 3):
             raise ValueError(f"size={tuple(size)} must have 2 or 3 sides")
         self.preset = aug_cfg.preset
+        self.pair_shift = aug_cfg.pair_shift
         self.families = list(families)
         self.size = tuple(int(s) for s in size)
         self.spatial_dims = len(self.size)
@@ -84,8 +92,24 @@ class BatchViews:
         # Both views in one pass over a batch of 2B: half the operations to launch, the same work.
         b = images.shape[0]
         source = torch.arange(2 * b) % b  # view k reads image k mod B
-        views = self.view(images, family.repeat(2), flip_axis.repeat(2), g, gd, source)
+        boxes = None
+        if self.pair_shift is not None and self.preset != "none":
+            half, centre = self._boxes(family, g)
+            shift = (2 * torch.rand(half.shape, generator=g, dtype=torch.float64) - 1) * self.pair_shift * 2 * half
+            boxes = half.repeat(2, 1), torch.cat([centre, torch.maximum(torch.minimum(centre + shift, 1 - half), half - 1)])
+        views = self.view(images, family.repeat(2), flip_axis.repeat(2), g, gd, source, boxes)
         return views[:b], views[b:]
+
+    def _boxes(self, family: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random crop boxes (half-sides, centres in normalised units), each inside the image. Shape: (B, d) twice."""
+        b, d = family.shape[0], self.spatial_dims
+        crop_scale, crop_aspect = self.table["crop_scale"][family], self.table["crop_aspect"][family]
+        side = crop_scale[:, 0] + (crop_scale[:, 1] - crop_scale[:, 0]) * torch.rand(b, generator=g, dtype=torch.float64)
+        log_aspect = crop_aspect.clamp_min(1.0).log().unsqueeze(1)
+        stretch = torch.exp((2 * torch.rand((b, d), generator=g, dtype=torch.float64) - 1) * log_aspect / 2)
+        half = (side.unsqueeze(1) * stretch).clamp(max=1.0)
+        centre = (2 * torch.rand((b, d), generator=g, dtype=torch.float64) - 1) * (1 - half)
+        return half, centre
 
     def view(
         self,
@@ -95,11 +119,13 @@ class BatchViews:
         g: torch.Generator,
         gd: torch.Generator,
         source: torch.Tensor | None = None,
+        boxes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """One view of every item, drawing parameters from ``g`` (CPU) and noise from ``gd`` (device).
 
         ``family`` and ``flip_axis`` describe the B views; view k is made of ``images[source[k]]``
-        (``source`` a host int64 tensor; None: of ``images[k]``).
+        (``source`` a host int64 tensor; None: of ``images[k]``). ``boxes`` (half-sides and
+        centres, (B, d) float64 each) are the crop boxes when given; else they are drawn here.
         """
         b, d = family.shape[0], self.spatial_dims
         device = images.device
@@ -118,11 +144,7 @@ class BatchViews:
         if self.preset == "none":  # the whole image, as the evaluation input
             half, centre = torch.ones(b, d, dtype=torch.float64), torch.zeros(b, d, dtype=torch.float64)
         else:
-            side = between(param("crop_scale"))  # (B,)
-            log_aspect = param("crop_aspect").clamp_min(1.0).log().unsqueeze(1)
-            stretch = torch.exp((2 * uniform(b, d) - 1) * log_aspect / 2)  # (B, d)
-            half = (side.unsqueeze(1) * stretch).clamp(max=1.0)
-            centre = (2 * uniform(b, d) - 1) * (1 - half)
+            half, centre = boxes if boxes is not None else self._boxes(family, g)
         half, centre = snap_boxes(half, centre, tuple(images.shape[2:]))  # whole pixels, as MONAI's crops
         full = self.preset == "mri"
         n_angles = 1 if d == 2 else 3

@@ -4,7 +4,8 @@ Items by ``DataConfig.kind``:
 
 - ``slices2d``: 2D slices along ``slice_axis`` of RAS volumes, skipping slices whose foreground
   covers less than ``min_foreground`` of their area;
-- ``patches3d``: one 3D view per volume (random resized crop to ``patch_size``);
+- ``patches3d``: one 3D view per volume (random resized crop to ``pretrain_patch_size`` or
+  ``patch_size``; evaluation reads the whole volume resized to ``patch_size``);
 - ``images2d``: whole 2D images;
 - ``auto``: ``images2d`` for 2D files and ``slices2d`` for volumes, row by row.
 
@@ -266,7 +267,7 @@ class ViewPairDataset(_CachedDataset):
     ):
         super().__init__(manifest, data_cfg, splits, progress)
         self.base_seed = data_cfg.seed
-        view_side = data_cfg.patch_size if self.spatial_dims == 3 else data_cfg.image_size
+        view_side = (data_cfg.pretrain_patch_size or data_cfg.patch_size) if self.spatial_dims == 3 else data_cfg.image_size
         self.view_size = (view_side,) * self.spatial_dims
         family_of = {s.row: aug_cfg.family_of(manifest.rows[s.row].modality) for s in self.scans}
         self.families = sorted(set(family_of.values()))

@@ -24,7 +24,8 @@ class DataConfig:
     pretrain_splits: list[str] = field(default_factory=lambda: ["train", "unlabeled"])
     kind: str = "auto"  # "auto" (images2d for 2D files, slices2d for volumes) | "slices2d" | "patches3d" | "images2d"
     image_size: int = 64  # side of 2D inputs (slices or images)
-    patch_size: int = 64  # side of 3D patches
+    patch_size: int = 64  # side of 3D inputs: the evaluation's whole volumes, and pretraining views unless pretrain_patch_size
+    pretrain_patch_size: int = 0  # side of 3D pretraining views; 0: patch_size (smaller: patches of the volume, see augment.pair_shift)
     working_size: int = 0  # side of the working images the views are cropped from; 0: from the view size and crop scale
     slice_axis: int = 2  # axis of the RAS volume to slice (0 sagittal, 1 coronal, 2 axial)
     channels: list[str] = field(default_factory=list)  # e.g. [T1w, T1c, T2w, FLAIR]: one session's contrasts stacked as channels
@@ -48,6 +49,8 @@ class DataConfig:
             raise ConfigError(f"data.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
         check.at_least("data.image_size", self.image_size, 8)
         check.at_least("data.patch_size", self.patch_size, 8)
+        if self.pretrain_patch_size:
+            check.at_least("data.pretrain_patch_size", self.pretrain_patch_size, 8)
         check.at_least("data.num_workers", self.num_workers, 0)
         check.at_least("data.crop_margin", self.crop_margin, 0)
         check.in_range("data.foreground_threshold", self.foreground_threshold, 0.0, 1.0, high_open=True)
@@ -156,6 +159,9 @@ class AugmentConfig:
     base: AugmentParams = field(default_factory=AugmentParams)
     families: dict[str, dict[str, float | list[float]]] = field(default_factory=dict)  # family -> {param: value}
     modality_families: dict[str, str] = field(default_factory=dict)  # extra modality -> family mappings
+    # None: the two views of an item are independent crops (MoCo's). A fraction: they overlap,
+    # the second box moved by at most this fraction of its side per axis (patch-level instances).
+    pair_shift: float | None = None
 
     def validate(self) -> None:
         """Raises ConfigError naming an unknown preset, family or parameter."""
@@ -169,6 +175,8 @@ class AugmentConfig:
             for key in params:
                 if key not in known:
                     raise ConfigError(f"augment.families.{family}.{key}: unknown parameter (known: {', '.join(sorted(known))})")
+        if self.pair_shift is not None:
+            check.in_range("augment.pair_shift", self.pair_shift, 0.0, 1.0)
         self.base.validate("augment.base")
         for family in sorted(families):
             try:
