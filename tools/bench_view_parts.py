@@ -3,7 +3,8 @@
     .venv/bin/python tools/bench_view_parts.py [--threads 2] [--calls 10] [--src DIR]
 
 2D: 128 working images of 96 px to 64-px views; 3D: 8 volumes of 96³ to 64³, and the pair of
-views of ``configs/ixi185_3d.yaml`` (16 volumes of 56³ to 48³, 32 views). Every artefact is timed
+views of ``configs/ixi185_3d.yaml`` (16 volumes of 56³ to 48³, 32 views) and of
+``configs/ixi185_3d_patches.yaml`` (64 volumes of 56³ to 24³ patches, 128 views). Every artefact is timed
 on the whole batch (in training only the items that draw it pay for it). ``--src`` times the
 ``mocomri`` of another source tree (e.g. a ``git worktree`` of an older commit) with this script.
 """
@@ -43,7 +44,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     f64 = torch.float64
     # (items each part is timed on, images a pair of views is made of, working side, view side)
-    cases = [(128, 128, (96, 96), (64, 64)), (8, 8, (96, 96, 96), (64, 64, 64)), (32, 16, (56, 56, 56), (48, 48, 48))]
+    cases = [(128, 128, (96, 96), (64, 64)), (8, 8, (96, 96, 96), (64, 64, 64)), (32, 16, (56, 56, 56), (48, 48, 48)),
+             (128, 64, (56, 56, 56), (24, 24, 24))]  # the last: configs/ixi185_3d_patches.yaml
     for b, n, working, size in cases:
         d = len(size)
         print(f"{b} x {working} -> {size}, {torch.get_num_threads()} threads")
@@ -80,7 +82,9 @@ def main() -> None:
         timed("histogram_shift", lambda: artefacts.histogram_shift(y, torch.linspace(0, 1, 8).repeat(b, 1)), args.calls)
         x = x[:n]
         family, flip = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
-        views = BatchViews(AugmentConfig(), ["t1"], size)
+        patches = size[0] == 24  # the patch recipe's own views: overlapping patches, no rotation
+        views = BatchViews(AugmentConfig(base=AugmentParams(crop_scale=[0.4, 0.5], crop_aspect=1.0, affine_prob=0.0),
+                                         pair_shift=0.25) if patches else AugmentConfig(), ["t1"], size)
         seeds = iter(range(10**6))
         timed("BatchViews, a pair of views", lambda: views(x.half(), family, flip, next(seeds)), max(3, args.calls // 2))
         crop = BatchViews(AugmentConfig(preset="crop", base=AugmentParams(crop_scale=[0.85, 1.0])) if d == 3 and size[0] == 48

@@ -161,10 +161,19 @@ def resample(
     if not boxes:
         return _grid_sample(images, affines, size, displacement, source, dtype)
     out = torch.empty((b, images.shape[1], *size), dtype=dtype, device=images.device)
-    for k, (start, length, flipped) in boxes.items():
-        crop = (int(source[k]), None, slice(None), *[slice(a, a + n) for a, n in zip(start, length)])
-        item = F.interpolate(images[crop].to(dtype), size=size, mode="trilinear", align_corners=False)
-        out[k] = (item.flip(flipped) if flipped else item)[0]
+    # One interpolate per crop size, not per item: small views (3D patches) are mostly call overhead.
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, (_, length, _) in boxes.items():
+        groups.setdefault(tuple(length), []).append(k)
+    for length, items in groups.items():
+        crops = torch.empty((len(items), images.shape[1], *length), dtype=dtype, device=images.device)
+        for crop, k in zip(crops, items):  # cut out and converted in one copy
+            crop.copy_(images[(int(source[k]), slice(None), *[slice(a, a + n) for a, n in zip(boxes[k][0], length)])])
+        if length != tuple(size):  # a crop of the view's size is read as it is (interpolate would copy it)
+            crops = F.interpolate(crops, size=size, mode="trilinear", align_corners=False)
+        for k, item in zip(items, crops):
+            flipped = boxes[k][2]
+            out[k] = item.flip([a - 1 for a in flipped]) if flipped else item
     if rest:
         rows = torch.tensor(rest)
         sampled = _grid_sample(images, affines, size, displacement, source, dtype, rows)
