@@ -57,8 +57,8 @@ class BatchViews:
         families: the family name of each family id in the batches' ``family`` tensors
             (``"t1"``, ``"flair"``, ...; see ``AugmentConfig.family_of``).
         size: the views' spatial sides; its length (2 or 3) is the number of spatial dims.
-        pair_shift: None for independent crops; else the two views of an item overlap (see the
-            module docstring). Defaults to ``aug_cfg.pair_shift``.
+
+    ``aug_cfg.pair_shift`` makes an item's two views overlapping patches (module docstring).
 
     Shape:
         images: (B, C, *W) any float dtype, on any device; family, flip_axis: (B,) int64 (CPU)
