@@ -218,3 +218,24 @@ def test_resample__3d_crop_and_flip_put_a_landmark_where_the_affine_says():
         u = (_to_unit(landmark[i], working) - centre[i]) / half[i]
         expected.append(_to_index(-u if i == 2 else u, out))
     assert all(abs(a - b) < 0.15 for a, b in zip(_centroid(view), expected)), (_centroid(view), expected)
+
+
+def test_resample__3d_crops_of_one_size_share_a_resize_and_view_sized_crops_are_read_as_they_are():
+    # Two crops of the view's size (6 of 12 voxels) and two of 9 voxels, each pair once flipped:
+    # the reference cuts each box out by slicing, resizes it alone (MONAI's Resize) and flips it.
+    from monai.transforms import Resize
+
+    images = torch.randn(4, 1, 12, 12, 12, generator=torch.Generator().manual_seed(4))
+    boxes = [(0.5, [-0.5, 0.0, 0.5], -1), (0.5, [0.5, 0.5, -0.5], 2), (0.75, [0.25, -0.25, 1 / 12], -1),
+             (0.75, [-0.25, 0.25, 0.25], 0)]  # (half-side, centre, flipped axis); whole voxels, inside
+    affines = torch.cat([_affine([h] * 3, c, [0.0, 0.0, 0.0], flip=f) for h, c, f in boxes])
+    out = resample(images, affines, (6, 6, 6))
+    for k, (half, centre, flip) in enumerate(boxes):
+        length = round(2 * half * 12 / 2)
+        start = [round((c + 1) * 6 - length / 2) for c in centre]
+        item = images[k][:, start[0]:start[0] + length, start[1]:start[1] + length, start[2]:start[2] + length]
+        if length != 6:
+            item = torch.as_tensor(Resize((6, 6, 6), mode="trilinear")(item))
+        expected = item.flip(flip + 1) if flip >= 0 else item
+        torch.testing.assert_close(out[k], expected, atol=1e-5, rtol=0)
+    assert torch.equal(out[0], images[0][:, 0:6, 3:9, 6:12])  # read as it is: bit for bit

@@ -116,9 +116,10 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     assert report["validation"]["split"] == "val"
     assert load_pem(out).provenance["lambda"] == report["lambda"]
 
-    # Two val manifests (the first's val and test rows swapped in the second): λ on their mean.
+    # Two val manifests (the first's train and val rows swapped in the second: other images,
+    # other scores): λ on their mean.
     swapped = tmp_path / "swapped.csv"
-    rows = [dataclasses.replace(r, split={"val": "test", "test": "val"}.get(r.split, r.split))
+    rows = [dataclasses.replace(r, split={"val": "train", "train": "val"}.get(r.split, r.split))
             for r in read_manifest(manifest).rows]
     write_manifest(Manifest(tmp_path, rows), swapped)
     curves = []
@@ -126,6 +127,7 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
         assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
                      "--val", *map(str, vals), "--out", str(tmp_path / f"{name}.safetensors")]) == 0
         curves.append([p["score"] for p in json.loads((tmp_path / f"{name}.safetensors.report.json").read_text())["curve"]])
+    assert curves[0] != curves[1]  # else the mean could not be told from either
     assert curves[2] == pytest.approx([(x + y) / 2 for x, y in zip(curves[0], curves[1])])
     assert "mean accuracy" in json.loads((tmp_path / "v12.safetensors.report.json").read_text())["validation"]["score"]
 

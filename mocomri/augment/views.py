@@ -96,7 +96,7 @@ class BatchViews:
         if self.pair_shift is not None and self.preset != "none":
             half, centre = self._boxes(family, g)
             shift = (2 * torch.rand(half.shape, generator=g, dtype=torch.float64) - 1) * self.pair_shift * 2 * half
-            boxes = half.repeat(2, 1), torch.cat([centre, torch.maximum(torch.minimum(centre + shift, 1 - half), half - 1)])
+            boxes = half.repeat(2, 1), torch.cat([centre, (centre + shift).clamp(half - 1, 1 - half)])  # inside the image
         views = self.view(images, family.repeat(2), flip_axis.repeat(2), g, gd, source, boxes)
         return views[:b], views[b:]
 
