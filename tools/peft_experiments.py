@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
     parser.add_argument("--steps", type=int, help="cross-entropy steps (default 600; --quick 3)")
     parser.add_argument("--moco-steps", type=int, help="MoCo steps (default 600; --quick 3)")
+    parser.add_argument("--lr", type=float, help="the modules' and heads' learning rate (AdamW; default 1e-3)")
     parser.add_argument("--share", type=float, help="the distribution halves' skew: each half's share of its "
                         "favoured classes (default 0.8)")
     parser.add_argument("--domain-lambda", choices=("target", "both"), default="target",
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown experiment(s) or kind(s): {', '.join(unknown)}")
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
                                  **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
-                                                        ("share", args.share)) if v})
+                                                        ("lr", args.lr), ("share", args.share)) if v})
     if args.grid:
         budget = dataclasses.replace(budget, grid=tuple(float(x) for x in args.grid.split(",")))
     started = time.perf_counter()
