@@ -128,9 +128,14 @@ def test_crossfit_command__pools_every_subject_and_resumes(tmp_path, labelled_ma
     stages = json.loads((out / "metrics_stages.json").read_text())
     assert stages["settings"]["features"] == "stages"
     assert stages["settings"]["n_eval_subjects"] == len(labelled)
-    assert "every stage's output pooled" in (out / "report_stages.md").read_text()
+    assert "each of the frozen backbone's four stages" in (out / "report_stages.md").read_text()
     assert (out / "fold1" / "probe_stages" / "report.md").is_file()
     assert (out / "report.md").read_text() == first_report
+
+    # The patch read-out is for 3D encoders pretrained on patches: on 2D slices it is refused, naming the key.
+    capsys.readouterr()
+    assert cli_main([*argv, "--features", "patches"]) == 2
+    assert "data.pretrain_patch_size" in capsys.readouterr().err
 
     # Another config into the same --out is refused, naming the key, not silently reused.
     assert cli_main([*argv, "moco.temperature=0.5"]) == 2

@@ -12,7 +12,7 @@ from torch import nn
 
 from mocomri.config import Config, ModelConfig, save_config
 from mocomri.errors import ConfigError
-from mocomri.eval.features import StagePooled, cache_key, cached, extract_features, feature_extractor, load_encoder_source
+from mocomri.eval.features import PatchPooled, StagePooled, cache_key, cached, extract_features, feature_extractor, load_encoder_source
 from mocomri.models.encoders import create_encoder
 
 
@@ -148,5 +148,38 @@ def test_stage_pooled__concatenates_the_mean_of_every_stage_output(name: str, sh
 def test_stage_pooled__errors_name_what_is_missing() -> None:
     with pytest.raises(ConfigError, match="no stage"):
         StagePooled(nn.Sequential(nn.Conv2d(1, 4, 3)))
-    with pytest.raises(ConfigError, match="features: expected one of pooled, stages"):
+    with pytest.raises(ConfigError, match="features: expected one of pooled, stages, patches"):
         feature_extractor(nn.Identity(), "layer4")
+
+
+def test_patch_pooled__averages_the_backbone_over_patches_tiling_the_volume() -> None:
+    """Against a NumPy loop over the expected boxes: side 9, patch 4, stride 2 -> starts 0, 2, 3, 5 (ceil(5/2)+1 = 4
+    patches an axis, evenly spread, the last flush with the edge); a backbone that is each channel's max and mean."""
+    class MaxMean(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x.flatten(2).amax(2), x.flatten(2).mean(2)], 1)
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 9, 7)  # the last axis: starts 0, 2, 3 (ceil(3/2)+1 = 3)
+    reader = feature_extractor(MaxMean(), "patches", patch=4)
+    assert reader.starts(9) == [0, 2, 3, 5] and reader.starts(7) == [0, 2, 3] and reader.starts(4) == [0]
+    a = x.numpy()
+    expected = np.zeros((2, 6))
+    boxes = [(i, j, k) for i in (0, 2, 3, 5) for j in (0, 2, 3, 5) for k in (0, 2, 3)]
+    for i, j, k in boxes:
+        patch = a[:, :, i:i + 4, j:j + 4, k:k + 4].reshape(2, 3, -1)
+        expected += np.concatenate([patch.max(2), patch.mean(2)], 1) / len(boxes)
+    np.testing.assert_allclose(reader(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    covered = np.zeros((9, 9, 7), bool)
+    for i, j, k in boxes:
+        covered[i:i + 4, j:j + 4, k:k + 4] = True
+    assert covered.all()  # every voxel is read
+    # A patch as large as the input is the backbone itself; an axis shorter than the patch is read whole.
+    torch.testing.assert_close(feature_extractor(MaxMean(), "patches", patch=9)(x[..., :9, :9, :]), MaxMean()(x))
+
+
+def test_patch_pooled__needs_a_patch_side() -> None:
+    with pytest.raises(ConfigError, match="data.pretrain_patch_size"):
+        feature_extractor(nn.Identity(), "patches")
+    with pytest.raises(ConfigError, match="must be positive"):
+        PatchPooled(nn.Identity(), patch=1)  # stride 1 // 2 = 0

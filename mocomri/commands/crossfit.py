@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what one prediction is (default subject)")
     p.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--features", choices=["pooled", "stages"], default="pooled",
-                   help="what the probe reads off each encoder: its pooled output (default) or every stage "
-                        "pooled and concatenated; the latter writes *_stages reports beside the first")
+    p.add_argument("--features", choices=["pooled", "stages", "patches"], default="pooled",
+                   help="what the probe reads off each encoder: its pooled output (default), every stage "
+                        "pooled and concatenated, or (3D) the pooled output averaged over patches of the "
+                        "pretraining views' side; the last two write *_stages or *_patches reports beside the first")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.set_defaults(func=run)
 

@@ -47,9 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
     p.add_argument("--intensity-stats", action="store_true",
                    help="also probe each image's intensity statistics (mean, std, percentiles)")
-    p.add_argument("--features", choices=["pooled", "stages"], default="pooled",
-                   help="what the probe reads off the encoders: the pooled output (default) or every stage "
-                        "pooled and concatenated, for the random-init encoder alike")
+    p.add_argument("--features", choices=["pooled", "stages", "patches"], default="pooled",
+                   help="what the probe reads off the encoders: the pooled output (default), every stage "
+                        "pooled and concatenated, or (3D) the pooled output averaged over patches of the "
+                        "pretraining views' side, for the random-init encoder alike")
     p.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN probe (default 20)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--allow-leakage", action="store_true",

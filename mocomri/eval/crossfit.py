@@ -14,11 +14,11 @@ Layout under ``out_dir``::
     folds.csv                       subject -> fold
     fold{k}/manifest.csv            train = the other folds (and unlabelled scans), test = fold k
     fold{k}/pretrain/               the fold's pretraining run (resumable)
-    fold{k}/probe[_<task>][_stages]/  the fold's own probe report
+    fold{k}/probe[_<task>][_stages|_patches]/  the fold's own probe report
     report.md, metrics.json         pooled over folds (one per task: report_<task>.md, ...;
-                                    probed on stage features: report[_<task>]_stages.md, ...)
+                                    another read-out: report[_<task>]_stages.md, _patches.md, ...)
 
-Probing the same folds again with another read-out (``--features stages``) reuses every fold's
+Probing the same folds again with another read-out (``--features stages`` or ``patches``) reuses every fold's
 pretraining and writes beside the first reports.
 """
 
@@ -38,6 +38,7 @@ import yaml
 from mocomri.config import Config
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
 from mocomri.errors import ConfigError, DataError
+from mocomri.eval.features import READ_OUTS
 from mocomri.eval.metrics import classification_metrics
 from mocomri.eval.report import difference_title, format_cell, format_difference, method_title, write_report
 from mocomri.eval.runner import PAIRED, ProbeOptions, collect_probe_runs, fraction_key, probe_metrics
@@ -293,9 +294,7 @@ def render_crossfit_markdown(metrics: dict[str, Any], task: str = "") -> str:
         f"Pretraining config: {s.get('config_source') or 'n/a'}; encoders: "
         + ", ".join(f"`{f['run_dir']}`" for f in metrics["folds"]) + ".",
         "",
-        "Encoder features: " + ("the pooled output of the backbone." if s.get("features", "pooled") == "pooled" else
-                                "every stage's output pooled and concatenated (the same read-out for the "
-                                "pretrained and the random-init encoder)."),
+        f"Encoder features: {READ_OUTS[s.get('features', 'pooled')]}.",
         "",
         f"## Accuracy (%), pooled: mean ± std over {s['seeds']} seed(s) [95% bootstrap CI, {s['n_boot']} resamples of subjects]",
         "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,16 @@ from mocomri.errors import ConfigError
 from mocomri.files import atomic_path, file_digest
 
 RANDOM = "random"
-FEATURES = ("pooled", "stages")  # what a probe reads off an encoder; see StagePooled
+FEATURES = ("pooled", "stages", "patches")  # what a probe reads off an encoder; see StagePooled, PatchPooled
 STAGES = ("layer1", "layer2", "layer3", "layer4")
+READ_OUTS = {  # what each read-out is, in the reports' words
+    "pooled": "the frozen backbone's pooled output (before the projection head)",
+    "stages": "the global average pool of each of the frozen backbone's four stages, concatenated "
+              "(the same read-out for the pretrained and the random-init encoder)",
+    "patches": "the frozen backbone's pooled output averaged over overlapping patches of the pretraining "
+               "views' side (data.pretrain_patch_size, every half side) tiling each volume (the same read-out "
+               "for the pretrained and the random-init encoder)",
+}
 
 
 class StagePooled(nn.Module):
@@ -66,10 +75,61 @@ class StagePooled(nn.Module):
         return torch.cat(pooled, 1)
 
 
-def feature_extractor(backbone: nn.Module, features: str = "pooled") -> nn.Module:
-    """The module a probe reads: the backbone itself (``pooled``) or :class:`StagePooled` (``stages``)."""
+class PatchPooled(nn.Module):
+    """The backbone's pooled output averaged over overlapping patches that tile the input: ``(N, F)``.
+
+    An encoder pretrained on patches smaller than the evaluation input
+    (``data.pretrain_patch_size``) meets a whole volume at another scale than it learnt, and
+    with GroupNorm, statistics over a whole head instead of a patch. This read-out shows it the
+    input as it was trained: cubes of side ``patch`` every ``stride`` voxels along each axis
+    (the last one flush with the far edge, so every voxel is covered), each encoded alone, their
+    pooled features averaged. Random-init and pretrained encoders get the same read-out.
+
+    Args:
+        backbone: maps (B, C, *P) to pooled features (B, F).
+        patch: P, the side of a patch; an axis shorter than it is read whole.
+        stride: voxels between patch starts (default ``patch // 2``).
+
+    Raises:
+        ConfigError: ``patch`` or ``stride`` is not positive.
+    """
+
+    def __init__(self, backbone: nn.Module, patch: int, stride: int | None = None) -> None:
+        super().__init__()
+        stride = stride if stride is not None else patch // 2
+        if patch <= 0 or stride <= 0:
+            raise ConfigError(f"patch read-out: patch={patch} and stride={stride} must be positive")
+        self.backbone, self.patch, self.stride = backbone, patch, stride
+
+    def starts(self, side: int) -> list[int]:
+        """Where the patches along an axis of ``side`` voxels begin."""
+        if side <= self.patch:
+            return [0]
+        n = -(-(side - self.patch) // self.stride) + 1  # ceil: the last patch reaches the far edge
+        return [round(i * (side - self.patch) / (n - 1)) for i in range(n)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sides = x.shape[2:]
+        boxes = list(itertools.product(*[[slice(a, a + min(self.patch, n)) for a in self.starts(n)] for n in sides]))
+        patches = torch.cat([x[(slice(None), slice(None), *box)] for box in boxes])  # (len(boxes)·B, C, *P), box-major
+        pooled = self.backbone(patches).flatten(1)
+        return pooled.view(len(boxes), x.shape[0], -1).mean(0)
+
+
+def feature_extractor(backbone: nn.Module, features: str = "pooled", patch: int = 0) -> nn.Module:
+    """The module a probe reads: the backbone itself (``pooled``), :class:`StagePooled` (``stages``)
+    or :class:`PatchPooled` over patches of side ``patch`` (``patches``).
+
+    Raises:
+        ConfigError: an unknown read-out, or ``patches`` without a patch side.
+    """
     if features not in FEATURES:
         raise ConfigError(f"features: expected one of {', '.join(FEATURES)}, got {features!r}")
+    if features == "patches":
+        if patch <= 0:
+            raise ConfigError("features=patches reads the patches the encoder was pretrained on: "
+                              "set data.pretrain_patch_size (3D)")
+        return PatchPooled(backbone, patch)
     return backbone if features == "pooled" else StagePooled(backbone)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mocomri.eval.features import READ_OUTS
 from mocomri.eval.metrics import METRIC_TITLES, METRICS
 
 REPORT = "report.md"
@@ -251,10 +252,7 @@ def _settings_rows(s: dict[str, Any]) -> list[list[str]]:
 
 
 def _method_lines(s: dict[str, Any]) -> list[str]:
-    read = ("the frozen backbone's pooled output (before the projection head)"
-            if s.get("features", "pooled") == "pooled" else
-            "the global average pool of each of the frozen backbone's four stages, concatenated "
-            "(the same read-out for the pretrained and the random-init encoder)")
+    read = READ_OUTS[s.get("features", "pooled")]
     return [
         f"- Features: {read}, standardised on the labelled training subset.",
         "- Linear probe: multinomial logistic regression; C chosen by cross-validated log-loss "

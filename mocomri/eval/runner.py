@@ -25,7 +25,7 @@ import numpy as np
 
 from mocomri.config import Config
 from mocomri.data.settings import AugmentConfig, DataConfig
-from mocomri.errors import DataError
+from mocomri.errors import ConfigError, DataError
 from mocomri.eval.baselines import (
     INTENSITY_PERCENTILES,
     IntensityStatistics,
@@ -79,7 +79,7 @@ class ProbeOptions:
     cv_folds: int = 5
     Cs: tuple[float, ...] = DEFAULT_CS
     pca_components: int = 64  # raw-pixel baseline
-    features: str = "pooled"  # "pooled" (the backbone's output) | "stages" (every stage pooled; StagePooled)
+    features: str = "pooled"  # "pooled" (the backbone's output) | "stages" (StagePooled) | "patches" (PatchPooled)
     # Processes for the linear probe's CV fits: the fits are most of a probe's time on a CPU
     # (25 L-BFGS fits per probe), and they are independent. -1: every core.
     cv_jobs: int | None = -1
@@ -388,11 +388,17 @@ def _all_features(
     random_source = EncoderSource(kind=RANDOM, model=source.model)
     spatial_dims = items.dataset.spatial_dims
     read = "" if options.features == "pooled" else f":{options.features}"
+    patch = data_cfg.pretrain_patch_size if spatial_dims == 3 else 0  # the "patches" read-out's side
+    if options.features == "patches" and not patch:
+        raise ConfigError("--features patches reads 3D volumes as the patches the encoder was pretrained on: "
+                          f"it needs 3D data and data.pretrain_patch_size (here {spatial_dims}D, "
+                          f"data.pretrain_patch_size={data_cfg.pretrain_patch_size})")
     encoders = {
-        ENCODER_METHOD: (source.identity + read, lambda: feature_extractor(source.build()[0], options.features)),
+        ENCODER_METHOD: (source.identity + read,
+                         lambda: feature_extractor(source.build()[0], options.features, patch)),
         "random_init": (
             f"{random_source.identity}:seed{options.encoder_seed}{read}",
-            lambda: feature_extractor(random_source.build(seed=options.encoder_seed)[0], options.features),
+            lambda: feature_extractor(random_source.build(seed=options.encoder_seed)[0], options.features, patch),
         ),
         "raw_pixels": (f"raw_pixels:{spatial_dims}", lambda: raw_pixel_encoder(spatial_dims)),
         "intensity_stats": (f"intensity_stats:{INTENSITY_PERCENTILES}", IntensityStatistics),
