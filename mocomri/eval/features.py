@@ -111,9 +111,9 @@ class PatchPooled(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sides = x.shape[2:]
         boxes = list(itertools.product(*[[slice(a, a + min(self.patch, n)) for a in self.starts(n)] for n in sides]))
-        patches = torch.cat([x[(slice(None), slice(None), *box)] for box in boxes])  # (len(boxes)·B, C, *P), box-major
-        pooled = self.backbone(patches).flatten(1)
-        return pooled.view(len(boxes), x.shape[0], -1).mean(0)
+        # One place of every item at a time: memory of a batch of patches, not of all of them.
+        total = sum(self.backbone(x[(slice(None), slice(None), *box)]).flatten(1) for box in boxes)
+        return total / len(boxes)
 
 
 def feature_extractor(backbone: nn.Module, features: str = "pooled", patch: int = 0) -> nn.Module:
