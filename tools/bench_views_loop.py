@@ -59,7 +59,7 @@ def step_only(config: str, overrides: list[str], warmup: int, steps: int) -> dic
     model = build_model(cfg).to(rt.device, memory_format=fmt).train()
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
-    side = (cfg.data.pretrain_patch_size or cfg.data.patch_size) if dims == 3 else cfg.data.image_size  # the views' side
+    side = cfg.data.view_side(dims)
     shape = (cfg.train.batch_size, cfg.model.in_channels, *(side,) * dims)
     view_q = torch.randn(shape, device=rt.device).contiguous(memory_format=fmt)
     view_k = torch.randn(shape, device=rt.device).contiguous(memory_format=fmt)

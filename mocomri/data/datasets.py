@@ -267,7 +267,7 @@ class ViewPairDataset(_CachedDataset):
     ):
         super().__init__(manifest, data_cfg, splits, progress)
         self.base_seed = data_cfg.seed
-        view_side = (data_cfg.pretrain_patch_size or data_cfg.patch_size) if self.spatial_dims == 3 else data_cfg.image_size
+        view_side = data_cfg.view_side(self.spatial_dims)
         self.view_size = (view_side,) * self.spatial_dims
         family_of = {s.row: aug_cfg.family_of(manifest.rows[s.row].modality) for s in self.scans}
         self.families = sorted(set(family_of.values()))

@@ -43,6 +43,10 @@ class DataConfig:
     skip_bad: bool = False  # skip unreadable items (and report each) instead of failing
     seed: int = 0  # seeds the views of batches read without the pretraining sampler's item seeds
 
+    def view_side(self, spatial_dims: int) -> int:
+        """The side of a pretraining view: ``image_size`` in 2D; in 3D ``pretrain_patch_size``, else ``patch_size``."""
+        return (self.pretrain_patch_size or self.patch_size) if spatial_dims == 3 else self.image_size
+
     def validate(self) -> None:
         """Raises ConfigError naming the first field with an impossible value."""
         if self.kind not in KINDS:
