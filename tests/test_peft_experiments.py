@@ -17,6 +17,7 @@ from PIL import Image
 from mocomri.config import Config, ModelConfig, MocoConfig
 from mocomri.data.manifest import Manifest, ManifestRow, write_manifest
 from mocomri.data.settings import DataConfig
+from mocomri.peft import load_pem
 from test_peft_cli import tiny_run
 from tools.peft_experiments import subset
 from tools.peft_experiments import main as run_experiments
@@ -90,6 +91,20 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
     assert [p["lambda"] for p in both["curves"]["ia3"]["analogy"]["0"]] == [0.0, 0.25, 1.0]
     assert "mean of the target and source val" in both["description"]
     assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
+
+
+def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Path, Path], tmp_path: Path) -> None:
+    run, manifest = cohort
+    out = tmp_path / "out"
+    assert run_experiments(["--encoder", str(run), "--manifest", str(manifest), "--out", str(out), "--quick",
+                            "--seeds", "0", "--device", "cpu", "--kinds", "lora", "--experiments", "multitask",
+                            "--targets", "layer4.*.conv1,layer3.0.conv2", "--rank", "2"]) == 0
+    for task in ("presence", "type"):
+        pem = load_pem(out / "modules" / f"lora_s0_{task}.safetensors")
+        assert pem.spec.targets == ("layer4.*.conv1", "layer3.0.conv2") and pem.spec.rank == 2
+        assert sorted(pem.layers) == ["layer3.0.conv2", "layer4.0.conv1", "layer4.1.conv1"]
+    budget = json.loads((out / "multitask.json").read_text())["settings"]["budget"]
+    assert budget["targets"] == ["layer4.*.conv1", "layer3.0.conv2"] and budget["rank"] == 2
 
 
 def test_subset__single_image_subjects_per_split_and_class() -> None:

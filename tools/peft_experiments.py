@@ -77,6 +77,8 @@ class Budget:
     n_boot: int = 1000
     grid: tuple[float, ...] = DEFAULT_GRID
     share: float = 0.8
+    targets: tuple[str, ...] = ()  # the modules' target patterns; () = the kind's defaults (mocomri.peft.spec)
+    rank: int = 4  # LoRA's rank
     subset: int = 0  # single-image subjects kept per split and class; 0 keeps the whole manifest
 
 
@@ -120,7 +122,8 @@ class Lab:
         path = self.out / "modules" / f"{name}.safetensors"
         if not path.is_file():
             moco = objective == "moco"
-            spec = PEMSpec(kind, seed=seed if init_seed is None else init_seed)
+            spec = PEMSpec(kind, targets=self.budget.targets, rank=self.budget.rank,
+                           seed=seed if init_seed is None else init_seed)
             options = TrainOptions(objective=objective, steps=self.budget.moco_steps if moco else self.budget.steps,
                                    batch_size=self.budget.moco_batch_size if moco else self.budget.batch_size,
                                    lr=self.budget.lr, seed=seed, device=self.device)
@@ -345,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="the modules' and heads' learning rate (AdamW; default 1e-3)")
     parser.add_argument("--share", type=float, help="the distribution halves' skew: each half's share of its "
                         "favoured classes (default 0.8)")
+    parser.add_argument("--targets", help="the modules' target patterns, comma-separated (e.g. 'layer4.*.conv*'; "
+                        "default: each kind's own, see mocomri.peft.spec.default_targets)")
+    parser.add_argument("--rank", type=int, help="LoRA's rank (default 4)")
     parser.add_argument("--domain-lambda", choices=("target", "both"), default="target",
                         help="domain transfer: choose λ on the target's val split (default) or on the mean of "
                         "the target's and the source's (writes domain_lambda_both.*)")
@@ -359,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown experiment(s) or kind(s): {', '.join(unknown)}")
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
                                  **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
-                                                        ("lr", args.lr), ("share", args.share)) if v})
+                                                        ("lr", args.lr), ("share", args.share),
+                                                        ("rank", args.rank)) if v})
+    if args.targets:
+        budget = dataclasses.replace(budget, targets=tuple(args.targets.split(",")))
     if args.grid:
         budget = dataclasses.replace(budget, grid=tuple(float(x) for x in args.grid.split(",")))
     started = time.perf_counter()
