@@ -96,15 +96,20 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
 def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Path, Path], tmp_path: Path) -> None:
     run, manifest = cohort
     out = tmp_path / "out"
-    assert run_experiments(["--encoder", str(run), "--manifest", str(manifest), "--out", str(out), "--quick",
-                            "--seeds", "0", "--device", "cpu", "--kinds", "lora", "--experiments", "multitask",
-                            "--targets", "layer4.*.conv1,layer3.0.conv2", "--rank", "2"]) == 0
+    args = ["--encoder", str(run), "--manifest", str(manifest), "--out", str(out), "--quick", "--seeds", "0",
+            "--device", "cpu", "--kinds", "lora", "--experiments", "multitask",
+            "--targets", "layer4.*.conv1,layer3.0.conv2", "--rank", "2"]
+    assert run_experiments(args) == 0
     for task in ("presence", "type"):
         pem = load_pem(out / "modules" / f"lora_s0_{task}.safetensors")
         assert pem.spec.targets == ("layer4.*.conv1", "layer3.0.conv2") and pem.spec.rank == 2
         assert sorted(pem.layers) == ["layer3.0.conv2", "layer4.0.conv1", "layer4.1.conv1"]
     budget = json.loads((out / "multitask.json").read_text())["settings"]["budget"]
     assert budget["targets"] == ["layer4.*.conv1", "layer3.0.conv2"] and budget["rank"] == 2
+
+    # The same --out asked for another rank: the modules on disk are not this run's.
+    with pytest.raises(SystemExit, match="lora_s0_presence.safetensors: made with targets"):
+        run_experiments(args[:-2] + ["--rank", "3"])
 
 
 def test_subset__single_image_subjects_per_split_and_class() -> None:

@@ -25,7 +25,8 @@ Every accuracy is on a test split, with a 95% bootstrap CI by subject; differenc
 (:func:`mocomri.peft.train.train_module`); full fine-tuning runs the same loop and step count
 (:func:`mocomri.peft.baselines.fine_tune`). Into ``--out``: ``data/`` (derived manifests, the
 shifted images), ``modules/`` and ``baselines/`` (one file each, reused when present: an
-interrupted run resumes), and per experiment ``<name>.json``, ``<name>.md``, ``<name>_lambda.png``.
+interrupted run resumes; a module made with other ``--targets`` or ``--rank`` is an error), and
+per experiment ``<name>.json``, ``<name>.md``, ``<name>_lambda.png``.
 ``--quick`` runs everything on a few single-image subjects per class for a few steps: a smoke test.
 """
 
@@ -54,6 +55,7 @@ from mocomri.peft.evaluate import module_proba, predict_with, score  # noqa: E40
 from mocomri.peft.inputs import LabelledItems, labelled_items, load_base, resolve_config  # noqa: E402
 from mocomri.peft.report import Results  # noqa: E402
 from mocomri.peft.shift import ScannerShift, shift_manifest  # noqa: E402
+from mocomri.peft.spec import default_targets  # noqa: E402
 from mocomri.peft.subsets import label_skewed_halves, relabel  # noqa: E402
 from mocomri.peft.train import TrainOptions, train_module  # noqa: E402
 
@@ -131,7 +133,13 @@ class Lab:
             save_pem(train_module(self.encoder, manifest, spec, self.config, options), path)
             self.seconds[name] = time.perf_counter() - start
             print(f"  trained {name} in {self.seconds[name]:.0f} s", flush=True)
-        return load_pem(path)
+        pem = load_pem(path)
+        # A module left by a run with other targets or rank would be compared as if it were this run's.
+        targets = self.budget.targets or default_targets(self.base.encoder, kind)
+        if pem.spec.targets != tuple(targets) or (kind == "lora" and pem.spec.rank != self.budget.rank):
+            raise SystemExit(f"{path}: made with targets {list(pem.spec.targets)}, rank {pem.spec.rank}; this run "
+                             f"asks for targets {list(targets)}, rank {self.budget.rank}: use another --out")
+        return pem
 
     def baselines(self, results: Results, section: str, name: str, manifest: Path, seed: int,
                   tests: dict[str, LabelledItems]) -> None:
