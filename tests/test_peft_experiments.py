@@ -110,6 +110,9 @@ def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Pat
     # The same --out asked for another rank: the modules on disk are not this run's.
     with pytest.raises(SystemExit, match="lora_s0_presence.safetensors: made with targets"):
         run_experiments(args[:-2] + ["--rank", "3"])
+    with pytest.raises(SystemExit) as refused:  # argparse's error, not a rank silently left at its default
+        run_experiments(args[:-2] + ["--rank", "0"])
+    assert refused.value.code == 2
 
 
 def test_subset__single_image_subjects_per_split_and_class() -> None:

@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(experiments) - set(EXPERIMENTS)) + sorted(set(kinds) - {"lora", "ia3"})
     if unknown:
         parser.error(f"unknown experiment(s) or kind(s): {', '.join(unknown)}")
+    if args.rank is not None and args.rank < 1:
+        parser.error(f"--rank {args.rank}: LoRA's rank must be at least 1")
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
                                  **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
                                                         ("lr", args.lr), ("share", args.share),
