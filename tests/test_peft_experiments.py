@@ -19,7 +19,7 @@ from mocomri.data.manifest import Manifest, ManifestRow, write_manifest
 from mocomri.data.settings import DataConfig
 from mocomri.peft import load_pem
 from test_peft_cli import tiny_run
-from tools.peft_experiments import subset
+from tools.peft_experiments import share_kept, subset
 from tools.peft_experiments import main as run_experiments
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
@@ -107,12 +107,27 @@ def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Pat
     budget = json.loads((out / "multitask.json").read_text())["settings"]["budget"]
     assert budget["targets"] == ["layer4.*.conv1", "layer3.0.conv2"] and budget["rank"] == 2
 
+    # λ on the smaller share of an own module's val accuracy kept: at λ = 1 the merge is the presence
+    # module, which keeps all of its own presence score, so that point scores at most 1.
+    assert run_experiments(args + ["--multitask-lambda", "kept"]) == 0
+    kept = json.loads((out / "multitask_lambda_kept.json").read_text())
+    curve = kept["curves"]["lora"]["smaller share kept"]["0"]
+    assert [p["lambda"] for p in curve] == [0.0, 0.5, 1.0] and curve[-1]["score"] <= 1.0
+    best = max(curve, key=lambda p: p["score"])
+    assert kept["sections"]["λ"]["λ | lora"]["seeds"]["0"]["value"] == best["lambda"]
+    assert "smaller share of an own module" in kept["description"]
+
     # The same --out asked for another rank: the modules on disk are not this run's.
     with pytest.raises(SystemExit, match="lora_s0_presence.safetensors: made with targets"):
         run_experiments(args[:-2] + ["--rank", "3"])
     with pytest.raises(SystemExit) as refused:  # argparse's error, not a rank silently left at its default
         run_experiments(args[:-2] + ["--rank", "0"])
     assert refused.value.code == 2
+
+
+def test_share_kept__the_worse_task_decides() -> None:
+    assert share_kept({"presence": 0.9, "type": 0.6}, {"presence": 1.0, "type": 0.8}) == pytest.approx(0.75)
+    assert share_kept({"presence": 0.99, "type": 0.9}, {"presence": 0.9, "type": 0.9}) == pytest.approx(1.0)
 
 
 def test_subset__single_image_subjects_per_split_and_class() -> None:

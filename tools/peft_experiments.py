@@ -245,10 +245,21 @@ def distribution(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
     return results
 
 
-def multitask(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
-    results = Results("multitask", "A tumour-presence module (notumor vs the three tumour classes) and a "
+def share_kept(accuracy: dict[str, float], own: dict[str, float]) -> float:
+    """The smaller, over tasks, of a merged module's accuracy as a share of the task's own module's."""
+    return min(accuracy[t] / own[t] for t in own)
+
+
+def multitask(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "mean") -> Results:
+    """Merging a presence and a type module. λ maximises the mean of the two val accuracies, or
+    (``lambda_on="kept"``) the smaller of the two val accuracies as a share of each task's own
+    module's: the merge that loses least on its worse task."""
+    chosen_on = ("the mean of the two val accuracies" if lambda_on == "mean" else
+                 "the smaller share of an own module's val accuracy kept")
+    results = Results("multitask" if lambda_on == "mean" else f"multitask_lambda_{lambda_on}",
+                      "A tumour-presence module (notumor vs the three tumour classes) and a "
                       "tumour-type module (three classes, tumour images only), merged by λ-addition with both "
-                      "heads; λ on the mean of the two val accuracies; accuracy on each task's test split (%).",
+                      f"heads; λ on {chosen_on}; accuracy on each task's test split (%).",
                       seeds, lab.settings())
     source = read_manifest(lab.source)
     tasks = {"presence": lab.write("task_presence", relabel(source, PRESENCE)),
@@ -261,9 +272,15 @@ def multitask(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
         for kind in kinds:
             print(f"multitask: {kind}, seed {seed}", flush=True)
             presence, tumour_type = (lab.module(f"{kind}_s{seed}_{t}", p, kind, seed) for t, p in tasks.items())
-            lam, curve = lab.choose(lambda x: statistics.fmean(lab.accuracy(add(presence, tumour_type, x), val[t])
-                                                               for t in tasks))
-            results.curve(kind, "mean of tasks", seed, curve)
+            own_val = {"presence": lab.accuracy(presence, val["presence"]),
+                       "type": lab.accuracy(tumour_type, val["type"])}
+
+            def val_score(x: float) -> float:
+                accuracy = {t: lab.accuracy(add(presence, tumour_type, x), val[t]) for t in tasks}
+                return statistics.fmean(accuracy.values()) if lambda_on == "mean" else share_kept(accuracy, own_val)
+
+            lam, curve = lab.choose(val_score)
+            results.curve(kind, "mean of tasks" if lambda_on == "mean" else "smaller share kept", seed, curve)
             results.add("λ", "λ", kind, seed, {"value": lam}, scale=1)
             probas = {}
             for name, x in (("merged", lam), ("presence module for both", 1.0), ("type module for both", 0.0)):
@@ -362,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain-lambda", choices=("target", "both"), default="target",
                         help="domain transfer: choose λ on the target's val split (default) or on the mean of "
                         "the target's and the source's (writes domain_lambda_both.*)")
+    parser.add_argument("--multitask-lambda", choices=("mean", "kept"), default="mean",
+                        help="multi-task: choose λ on the mean of the two tasks' val accuracies (default) or on "
+                        "the smaller share of each own module's val accuracy kept (writes multitask_lambda_kept.*)")
     parser.add_argument("--grid", help="the λ grid, comma-separated (default 0, 0.1, ..., 1)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, a coarse λ grid")
@@ -383,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = dataclasses.replace(budget, grid=tuple(float(x) for x in args.grid.split(",")))
     started = time.perf_counter()
     lab = Lab(args, budget)
-    runners = {"distribution": distribution, "multitask": multitask,
+    runners = {"distribution": distribution, "multitask": lambda *a: multitask(*a, lambda_on=args.multitask_lambda),
                "domain": lambda *a: domain(*a, lambda_on=args.domain_lambda)}
     for name in EXPERIMENTS:  # in this order: domain reuses distribution's union modules
         if name in experiments:
