@@ -104,7 +104,9 @@ def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Pat
         pem = load_pem(out / "modules" / f"lora_s0_{task}.safetensors")
         assert pem.spec.targets == ("layer4.*.conv1", "layer3.0.conv2") and pem.spec.rank == 2
         assert sorted(pem.layers) == ["layer3.0.conv2", "layer4.0.conv1", "layer4.1.conv1"]
-    budget = json.loads((out / "multitask.json").read_text())["settings"]["budget"]
+    settings = json.loads((out / "multitask.json").read_text())["settings"]
+    assert settings["encoder weights sha1"] == pem.base.sha1  # the report names the weights the modules were made on
+    budget = settings["budget"]
     assert budget["targets"] == ["layer4.*.conv1", "layer3.0.conv2"] and budget["rank"] == 2
 
     # λ on the smaller share of an own module's val accuracy kept: at λ = 1 the merge is the presence

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
 from mocomri.eval.metrics import classification_metrics  # noqa: E402
+from mocomri.files import state_dict_digest  # noqa: E402
 from mocomri.peft import PEM, PEMSpec, add, analogy, load_pem, save_pem  # noqa: E402
 from mocomri.peft.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
 from mocomri.peft.compare import accuracy_contrast  # noqa: E402
@@ -94,6 +95,7 @@ class Lab:
         self.out, self.encoder, self.device, self.budget = Path(args.out), args.encoder, args.device, budget
         self.base = load_base(args.encoder, resolve_config(args.encoder, args.config, args.set))
         self.config = self.base.config
+        self.encoder_sha1 = state_dict_digest(self.base.encoder.state_dict())  # what the modules record as their base
         self.source = Path(args.manifest)
         if budget.subset:
             self.source = self.write("source", subset(read_manifest(self.source), budget.subset))
@@ -102,7 +104,8 @@ class Lab:
         self._probes: dict[tuple, object] = {}
 
     def settings(self) -> dict:
-        return {"encoder": str(self.encoder), "source manifest": str(self.source), "device": self.device,
+        return {"encoder": str(self.encoder), "encoder weights sha1": self.encoder_sha1,
+                "source manifest": str(self.source), "device": self.device,
                 "budget": dataclasses.asdict(self.budget)}
 
     def write(self, name: str, manifest: Manifest) -> Path:
