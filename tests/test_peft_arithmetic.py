@@ -146,3 +146,13 @@ def test_choose_lambda__takes_the_first_best_point_of_the_grid_and_returns_the_c
     assert curve[1]["score"] == curve[3]["score"] == 0.0
     with pytest.raises(ValueError, match="grid is empty"):
         choose_lambda(lambda x: x, grid=())
+
+
+def test_share_kept__the_worst_set_decides() -> None:
+    from mocomri.peft.compose import share_kept
+
+    assert share_kept([0.9, 0.6], [1.0, 0.8]) == pytest.approx(0.75)
+    assert share_kept([0.99, 0.9], [0.9, 0.9]) == pytest.approx(1.0)  # above its reference on one set, level on the other
+    assert share_kept([0.5, 0.7], [0.0, 0.8]) == pytest.approx(0.875)  # nothing to lose where the reference is 0
+    with pytest.raises(ValueError, match="one of each per set"):
+        share_kept([0.5], [0.5, 0.6])

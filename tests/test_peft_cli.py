@@ -131,6 +131,18 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     assert curves[2] == pytest.approx([(x + y) / 2 for x, y in zip(curves[0], curves[1])])
     assert "mean accuracy" in json.loads((tmp_path / "v12.safetensors.report.json").read_text())["validation"]["score"]
 
+    # λ on the share kept: on each set, the merge's accuracy over the better of the two inputs' (λ = 0, 1).
+    assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                 "--val", str(manifest), str(swapped), "--lambda-score", "kept", "--out", str(tmp_path / "k.safetensors")]) == 0
+    kept = json.loads((tmp_path / "k.safetensors.report.json").read_text())
+    references = [max(c[0], c[-1]) for c in curves[:2]]
+    expected = [min(x / references[0], y / references[1]) for x, y in zip(curves[0], curves[1])]
+    assert [p["score"] for p in kept["curve"]] == pytest.approx(expected)
+    assert kept["lambda"] == kept["curve"][expected.index(max(expected))]["lambda"]
+    assert "share" in kept["validation"]["score"]
+    assert main(["peft", "compose", *common, "--analogy", *[str(tmp_path / "a.safetensors")] * 3, "--val", str(manifest),
+                 "--lambda-score", "kept", "--out", str(tmp_path / "x.safetensors")]) == 2  # kept: addition only
+
     assert main(["peft", "compose", "--negate", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "n.safetensors")]) == 0
     assert load_pem(tmp_path / "n.safetensors").heads == []
 

@@ -19,7 +19,7 @@ from mocomri.data.manifest import Manifest, ManifestRow, write_manifest
 from mocomri.data.settings import DataConfig
 from mocomri.peft import load_pem
 from test_peft_cli import tiny_run
-from tools.peft_experiments import share_kept, subset
+from tools.peft_experiments import subset
 from tools.peft_experiments import main as run_experiments
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
@@ -125,11 +125,6 @@ def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Pat
     with pytest.raises(SystemExit) as refused:  # argparse's error, not a rank silently left at its default
         run_experiments(args[:-2] + ["--rank", "0"])
     assert refused.value.code == 2
-
-
-def test_share_kept__the_worse_task_decides() -> None:
-    assert share_kept({"presence": 0.9, "type": 0.6}, {"presence": 1.0, "type": 0.8}) == pytest.approx(0.75)
-    assert share_kept({"presence": 0.99, "type": 0.9}, {"presence": 0.9, "type": 0.9}) == pytest.approx(1.0)
 
 
 def test_subset__single_image_subjects_per_split_and_class() -> None:

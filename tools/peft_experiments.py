@@ -51,7 +51,7 @@ from mocomri.files import state_dict_digest  # noqa: E402
 from mocomri.peft import PEM, PEMSpec, add, analogy, load_pem, save_pem  # noqa: E402
 from mocomri.peft.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
 from mocomri.peft.compare import accuracy_contrast  # noqa: E402
-from mocomri.peft.compose import DEFAULT_GRID, choose_lambda  # noqa: E402
+from mocomri.peft.compose import DEFAULT_GRID, choose_lambda, share_kept  # noqa: E402
 from mocomri.peft.evaluate import module_proba, predict_with, score  # noqa: E402
 from mocomri.peft.inputs import LabelledItems, labelled_items, load_base, resolve_config  # noqa: E402
 from mocomri.peft.report import Results  # noqa: E402
@@ -248,11 +248,6 @@ def distribution(lab: Lab, kinds: list[str], seeds: list[int]) -> Results:
     return results
 
 
-def share_kept(accuracy: dict[str, float], own: dict[str, float]) -> float:
-    """The smaller, over tasks, of a merged module's accuracy as a share of the task's own module's."""
-    return min(accuracy[t] / own[t] for t in own)
-
-
 def multitask(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "mean") -> Results:
     """Merging a presence and a type module. λ maximises the mean of the two val accuracies, or
     (``lambda_on="kept"``) the smaller of the two val accuracies as a share of each task's own
@@ -279,8 +274,8 @@ def multitask(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "me
                        "type": lab.accuracy(tumour_type, val["type"])}
 
             def val_score(x: float) -> float:
-                accuracy = {t: lab.accuracy(add(presence, tumour_type, x), val[t]) for t in tasks}
-                return statistics.fmean(accuracy.values()) if lambda_on == "mean" else share_kept(accuracy, own_val)
+                accuracy = [lab.accuracy(add(presence, tumour_type, x), val[t]) for t in tasks]
+                return statistics.fmean(accuracy) if lambda_on == "mean" else share_kept(accuracy, list(own_val.values()))
 
             lam, curve = lab.choose(val_score)
             results.curve(kind, "mean of tasks" if lambda_on == "mean" else "smaller share kept", seed, curve)

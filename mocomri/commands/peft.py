@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--val", nargs="+", metavar="MANIFEST",
                    help="manifest(s) whose labelled 'val' rows choose λ; several: their mean accuracy "
                    "(e.g. the source's and the target's, for one module that serves both)")
+    c.add_argument("--lambda-score", choices=["mean", "kept"], default="mean",
+                   help="how --val scores a λ: the mean accuracy over the manifests (default), or (--add) the "
+                   "smallest share, over the manifests, of the better input module's accuracy kept: one module "
+                   "for several tasks that loses least on its worst")
     c.add_argument("--out", required=True, help="the module file to write")
     c.set_defaults(func=run_compose)
 
@@ -102,7 +106,8 @@ def run_compose(args: argparse.Namespace) -> int:
 
     operation, modules = next((name, getattr(args, name)) for name in ("add", "negate", "analogy") if getattr(args, name))
     result = compose_files(operation, modules, args.out, lam=args.lam, encoder=args.encoder,
-                           val_manifest=args.val, config=_config(args), device=args.device)
+                           val_manifest=args.val, config=_config(args), lambda_score=args.lambda_score,
+                           device=args.device)
     chosen = "" if result.lam is None else f" with λ={result.lam:g}" + (" (chosen on val)" if result.curve else "")
     print(f"wrote {result.module}{chosen}; report {result.report}")
     return 0

@@ -20,6 +20,17 @@ from mocomri.peft.spec import PEMError
 
 OPERATIONS = {"add": 2, "negate": 1, "analogy": 3}  # operation -> number of input modules
 DEFAULT_GRID = tuple(i / 10 for i in range(11))
+# How the validation sets score a λ: their mean accuracy, or the smallest share of the better
+# input module's accuracy kept on any one set (a merge for several tasks that loses least on its worst).
+LAMBDA_SCORES = ("mean", "kept")
+
+
+def share_kept(accuracy: Sequence[float], reference: Sequence[float]) -> float:
+    """The smallest ``accuracy[i] / reference[i]``: how much of each reference accuracy is kept, on
+    the set where least is. A reference of 0 leaves nothing to lose: that set counts as fully kept."""
+    if len(accuracy) != len(reference) or not accuracy:
+        raise ValueError(f"{len(accuracy)} accuracies and {len(reference)} references: give one of each per set")
+    return min(a / r if r > 0 else 1.0 for a, r in zip(accuracy, reference))
 
 
 def choose_lambda(score: Callable[[float], float], grid: Sequence[float] = DEFAULT_GRID) -> tuple[float, list[dict]]:
@@ -64,7 +75,7 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
                   encoder: str | Path | None = None,
                   val_manifest: str | Path | Sequence[str | Path] | None = None,
                   config: Config | None = None, grid: Sequence[float] = DEFAULT_GRID,
-                  device: str = "auto") -> ComposeResult:
+                  lambda_score: str = "mean", device: str = "auto") -> ComposeResult:
     """Composes module files into ``out`` and writes ``<out>.report.json`` and ``.report.md``.
 
     Args:
@@ -78,12 +89,20 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
             source and a target domain), each scored alone and λ chosen on their mean accuracy.
         config: data settings; default: the run's config.
         grid: the λ values tried.
+        lambda_score: ``mean``: λ maximises the mean accuracy over the ``val_manifest`` sets;
+            ``kept`` (addition only): λ maximises the smallest share, over the sets, of the better
+            input module's accuracy on that set (λ = 0 or 1) that the merge keeps.
         device: for the validation forward passes.
 
     Raises:
-        PEMError: incompatible modules (naming the files and field), or λ to choose without
-            ``encoder`` and ``val_manifest``.
+        PEMError: incompatible modules (naming the files and field), λ to choose without
+            ``encoder`` and ``val_manifest``, or an unknown ``lambda_score`` (or ``kept`` for
+            another operation than addition).
     """
+    if lambda_score not in LAMBDA_SCORES:
+        raise PEMError(f"unknown λ score {lambda_score!r}; known: {', '.join(LAMBDA_SCORES)}")
+    if lambda_score == "kept" and operation != "add":
+        raise PEMError(f"the 'kept' λ score compares a merge with its inputs: it needs add, not {operation}")
     pems = [load_pem(m) for m in modules]
     check_compatible(pems)
     curve: list[dict] = []
@@ -92,9 +111,13 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
         if encoder is None or val_manifest is None:
             raise PEMError(f"--lambda auto: {operation} needs --encoder and --val to choose λ on a validation split")
         manifests = [val_manifest] if isinstance(val_manifest, (str, Path)) else list(val_manifest)
-        lam, curve = _choose_on_validation(operation, pems, encoder, manifests, config, grid, device)
+        lam, curve = _choose_on_validation(operation, pems, encoder, manifests, config, grid, lambda_score, device)
+        if lambda_score == "kept":
+            score = "smallest share, over the manifests, of the better input module's accuracy kept"
+        else:
+            score = "accuracy" if len(manifests) == 1 else "mean accuracy over the manifests"
         validation = {"manifest": ", ".join(map(str, manifests)), "manifest_sha1": ", ".join(file_digest(m) for m in manifests),
-                      "split": "val", "score": "accuracy" if len(manifests) == 1 else "mean accuracy over the manifests"}
+                      "split": "val", "score": score}
     result = compose(operation, pems, lam)
     out = save_pem(result, out)
     report = {"operation": operation, "lambda": lam, "inputs": [str(m) for m in modules], "module": str(out),
@@ -108,7 +131,7 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
 
 def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Path,
                           val_manifests: Sequence[str | Path], config: Config | None, grid: Sequence[float],
-                          device: str) -> tuple[float, list[dict]]:
+                          lambda_score: str, device: str) -> tuple[float, list[dict]]:
     from mocomri.eval.metrics import classification_metrics
     from mocomri.peft.evaluate import module_proba
     from mocomri.peft.inputs import labelled_items, load_base
@@ -121,13 +144,15 @@ def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Pa
     classes = heads[0].labels if len(heads) == 1 else None
     sets = [labelled_items(m, base.config, "val", classes) for m in val_manifests]
 
-    def accuracy(lam: float) -> float:
+    def accuracies(lam: float) -> list[float]:
         module = compose(operation, pems, lam)
-        scores = [classification_metrics(items.labels, module_proba(module, base, items, device=device))["accuracy"]
-                  for items in sets]
-        return sum(scores) / len(scores)
+        return [classification_metrics(items.labels, module_proba(module, base, items, device=device))["accuracy"]
+                for items in sets]
 
-    return choose_lambda(accuracy, grid)
+    if lambda_score == "kept":
+        reference = [max(pair) for pair in zip(accuracies(0.0), accuracies(1.0))]  # the better input on each set
+        return choose_lambda(lambda lam: share_kept(accuracies(lam), reference), grid)
+    return choose_lambda(lambda lam: sum(accuracies(lam)) / len(sets), grid)
 
 
 def _markdown(report: dict) -> str:
