@@ -162,6 +162,6 @@ def _markdown(report: dict) -> str:
     if report["validation"]:
         validation = report["validation"]
         lines += [f"- λ chosen on the '{validation['split']}' rows of {validation['manifest']} "
-                  f"({validation.get('score', 'accuracy')})", "", "| λ | validation accuracy |", "|---|---|"]
+                  f"({validation.get('score', 'accuracy')})", "", "| λ | validation score |", "|---|---|"]
         lines += [f"| {p['lambda']:.2f} | {p['score']:.4f} |" for p in report["curve"]]
     return "\n".join(lines) + "\n"
