@@ -274,7 +274,8 @@ def multitask(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "me
                        "type": lab.accuracy(tumour_type, val["type"])}
 
             def val_score(x: float) -> float:
-                accuracy = [lab.accuracy(add(presence, tumour_type, x), val[t]) for t in tasks]
+                merged = add(presence, tumour_type, x)
+                accuracy = [lab.accuracy(merged, val[t]) for t in tasks]
                 return statistics.fmean(accuracy) if lambda_on == "mean" else share_kept(accuracy, list(own_val.values()))
 
             lam, curve = lab.choose(val_score)

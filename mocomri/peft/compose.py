@@ -6,6 +6,7 @@ manifest it is given, and the report records the whole curve (λ, validation acc
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -144,10 +145,11 @@ def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Pa
     classes = heads[0].labels if len(heads) == 1 else None
     sets = [labelled_items(m, base.config, "val", classes) for m in val_manifests]
 
-    def accuracies(lam: float) -> list[float]:
+    @functools.cache  # λ = 0 and 1 serve as the kept score's references and as grid points: one forward pass each
+    def accuracies(lam: float) -> tuple[float, ...]:
         module = compose(operation, pems, lam)
-        return [classification_metrics(items.labels, module_proba(module, base, items, device=device))["accuracy"]
-                for items in sets]
+        return tuple(classification_metrics(items.labels, module_proba(module, base, items, device=device))["accuracy"]
+                     for items in sets)
 
     if lambda_score == "kept":
         reference = [max(pair) for pair in zip(accuracies(0.0), accuracies(1.0))]  # the better input on each set
