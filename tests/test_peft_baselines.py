@@ -1,4 +1,5 @@
-"""Full fine-tuning runs module training's loop (same head initialisation, every weight trained); the linear probe."""
+"""Full fine-tuning runs module training's loop (same head initialisation, every weight trained); the linear
+probe; a head that starts as the linear probe (LP-FT)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from mocomri.errors import DataError
+from mocomri.eval.probe import fit_linear_probe
 from mocomri.peft import PEMSpec
 from mocomri.peft.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned
-from mocomri.peft.inputs import labelled_items, load_base
-from mocomri.peft.train import TrainOptions, train_module
+from mocomri.peft.evaluate import module_proba
+from mocomri.peft.inputs import LabelledItems, labelled_items, load_base
+from mocomri.peft.train import TrainOptions, probe_head, train_module
 from test_peft_cli import make_cohort
 
 OPTIONS = dict(batch_size=4, lr=1e-2, seed=3, device="cpu")
@@ -58,3 +62,38 @@ def test_linear_probe__probabilities_over_the_training_classes(cohort: tuple[Pat
     proba = probe_proba(linear_probe(base, train, device="cpu"), base, test, device="cpu")
     assert proba.shape == (len(test.labels), len(train.label_names))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_train_module__probe_head_starts_as_the_linear_probe(cohort: tuple[Path, Path]) -> None:
+    run, manifest = cohort
+    base = load_base(run)
+    train = labelled_items(manifest, base.config, "train")
+    test = labelled_items(manifest, base.config, "test", train.label_names)
+    pem = train_module(run, manifest, PEMSpec("ia3", ("layer4.*",)),
+                       options=TrainOptions(steps=0, head_init="probe", **OPTIONS))
+    expected = probe_proba(linear_probe(base, train, seed=OPTIONS["seed"], device="cpu"), base, test, device="cpu")
+    np.testing.assert_allclose(module_proba(pem, base, test, device="cpu"), expected, atol=1e-5)
+    assert pem.provenance["options"]["head_init"] == "probe"
+
+
+def _items(features: np.ndarray, labels: list[int], names: tuple[str, ...]) -> LabelledItems:
+    dataset = [{"image": torch.as_tensor(row, dtype=torch.float32)} for row in features]
+    return LabelledItems(dataset, np.asarray(labels), np.arange(len(labels)), names)
+
+
+def test_probe_head__two_classes_give_the_probes_sigmoid() -> None:
+    rng = np.random.default_rng(0)
+    labels = [0] * 20 + [1] * 20
+    features = rng.normal(size=(40, 5)) * [1, 2, 3, 4, 5] + np.outer(labels, [2, 0, 0, 0, 1]) + 7
+    items = _items(features, labels, ("a", "b"))
+    weight, bias = probe_head(torch.nn.Identity(), items, seed=1, device="cpu")
+    assert weight.shape == (2, 5) and bias.shape == (2,)
+    proba = torch.softmax(torch.as_tensor(features, dtype=torch.float32) @ weight.T + bias, dim=1).numpy()
+    probe = fit_linear_probe(features, np.asarray(labels), np.arange(40), seed=1)
+    np.testing.assert_allclose(proba, probe.predict_proba(features), atol=1e-5)
+
+
+def test_probe_head__a_class_with_no_training_rows_is_a_data_error() -> None:
+    items = _items(np.eye(4), [0, 0, 1, 1], ("a", "b", "c"))
+    with pytest.raises(DataError, match=r"\['c'\]"):
+        probe_head(torch.nn.Identity(), items, device="cpu")

@@ -126,6 +126,15 @@ def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Pat
         run_experiments(args[:-2] + ["--rank", "0"])
     assert refused.value.code == 2
 
+    # Heads that start as the linear probe: not the random-head modules on disk, so another --out.
+    with pytest.raises(SystemExit, match="head random; this run asks for .* head probe"):
+        run_experiments(args + ["--head-init", "probe"])
+    probe_args = [str(tmp_path / "probe_heads") if a == str(out) else a for a in args] + ["--head-init", "probe"]
+    assert run_experiments(probe_args) == 0
+    for task in ("presence", "type"):  # presence has two classes, type three
+        pem = load_pem(tmp_path / "probe_heads" / "modules" / f"lora_s0_{task}.safetensors")
+        assert pem.provenance["options"]["head_init"] == "probe"
+
 
 def test_subset__single_image_subjects_per_split_and_class() -> None:
     rows = [ManifestRow(f"{s}-{i}.png", s, label=label, split=split)

@@ -82,6 +82,7 @@ class Budget:
     share: float = 0.8
     targets: tuple[str, ...] = ()  # the modules' target patterns; () = the kind's defaults (mocomri.peft.spec)
     rank: int = 4  # LoRA's rank
+    head_init: str = "random"  # cross-entropy modules' head: "random" or "probe" (LP-FT); full fine-tuning's stays random
     subset: int = 0  # single-image subjects kept per split and class; 0 keeps the whole manifest
 
 
@@ -131,7 +132,8 @@ class Lab:
                            seed=seed if init_seed is None else init_seed)
             options = TrainOptions(objective=objective, steps=self.budget.moco_steps if moco else self.budget.steps,
                                    batch_size=self.budget.moco_batch_size if moco else self.budget.batch_size,
-                                   lr=self.budget.lr, seed=seed, device=self.device)
+                                   lr=self.budget.lr, seed=seed, device=self.device,
+                                   head_init="random" if moco else self.budget.head_init)
             start = time.perf_counter()
             save_pem(train_module(self.encoder, manifest, spec, self.config, options), path)
             self.seconds[name] = time.perf_counter() - start
@@ -139,9 +141,13 @@ class Lab:
         pem = load_pem(path)
         # A module left by a run with other targets or rank would be compared as if it were this run's.
         targets = self.budget.targets or default_targets(self.base.encoder, kind)
-        if pem.spec.targets != tuple(targets) or (kind == "lora" and pem.spec.rank != self.budget.rank):
-            raise SystemExit(f"{path}: made with targets {list(pem.spec.targets)}, rank {pem.spec.rank}; this run "
-                             f"asks for targets {list(targets)}, rank {self.budget.rank}: use another --out")
+        head_init = pem.provenance.get("options", {}).get("head_init", "random")
+        wanted = "random" if objective == "moco" else self.budget.head_init
+        if (pem.spec.targets != tuple(targets) or (kind == "lora" and pem.spec.rank != self.budget.rank)
+                or head_init != wanted):
+            raise SystemExit(f"{path}: made with targets {list(pem.spec.targets)}, rank {pem.spec.rank}, head "
+                             f"{head_init}; this run asks for targets {list(targets)}, rank {self.budget.rank}, "
+                             f"head {wanted}: use another --out")
         return pem
 
     def baselines(self, results: Results, section: str, name: str, manifest: Path, seed: int,
@@ -381,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multitask-lambda", choices=("mean", "kept"), default="mean",
                         help="multi-task: choose λ on the mean of the two tasks' val accuracies (default) or on "
                         "the smaller share of each own module's val accuracy kept (writes multitask_lambda_kept.*)")
+    parser.add_argument("--head-init", choices=("random", "probe"), default="random",
+                        help="the cross-entropy modules' head starts random (default) or as the linear probe on the "
+                        "frozen features (LP-FT); full fine-tuning keeps a random head")
     parser.add_argument("--grid", help="the λ grid, comma-separated (default 0, 0.1, ..., 1)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, a coarse λ grid")
@@ -395,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
                                  **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
                                                         ("lr", args.lr), ("share", args.share),
-                                                        ("rank", args.rank)) if v})
+                                                        ("rank", args.rank), ("head_init", args.head_init)) if v})
     if args.targets:
         budget = dataclasses.replace(budget, targets=tuple(args.targets.split(",")))
     if args.grid:

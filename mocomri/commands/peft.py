@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0, help="data order and head initialisation")
+    t.add_argument("--head-init", choices=["random", "probe"], default="random",
+                   help="ce: the head starts random, or as the linear probe on the frozen features (LP-FT)")
     t.add_argument("--out", required=True, help="the module file to write (.safetensors)")
     t.set_defaults(func=run_train)
 
@@ -93,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     spec = PEMSpec(args.kind, tuple(args.targets), rank=args.rank, alpha=args.alpha, init=args.init, seed=args.init_seed)
     options = TrainOptions(objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                           seed=args.seed, device=args.device)
+                           seed=args.seed, head_init=args.head_init, device=args.device)
     pem = train_module(args.encoder or "random", args.manifest, spec, _config(args), options)
     path = save_pem(pem, args.out)
     print(f"wrote {path}: {pem.spec.kind} on {len(pem.layers)} layers, objective {args.objective}, "

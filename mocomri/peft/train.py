@@ -17,6 +17,7 @@ import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +30,7 @@ from mocomri.peft.module_file import PEM, Head
 from mocomri.peft.spec import PEMSpec, default_targets
 
 OBJECTIVES = ("ce", "moco")
+HEAD_INITS = ("random", "probe")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class TrainOptions:
     weight_decay: float = 0.0
     momentum: float = 0.99  # m of the key encoder (moco)
     seed: int = 0  # data order and head init; the module's init seed is PEMSpec.seed
+    head_init: str = "random"  # "random" | "probe": the head starts as the linear probe (LP-FT)
     device: str = "auto"
 
 
@@ -68,6 +71,8 @@ def train_module(encoder: str | Path, manifest: str | Path, spec: PEMSpec, confi
     options = options or TrainOptions()
     if options.objective not in OBJECTIVES:
         raise ValueError(f"objective={options.objective!r} must be one of {OBJECTIVES}")
+    if options.head_init not in HEAD_INITS:
+        raise ValueError(f"head_init={options.head_init!r} must be one of {HEAD_INITS}")
     base = load_base(encoder, config)
     if not spec.targets:
         spec = PEMSpec(**{**asdict(spec), "targets": default_targets(base.encoder, spec.kind)})
@@ -132,11 +137,22 @@ def train_ce(model: nn.Module, parameters: list[nn.Parameter], feature_dim: int,
     is put in train mode (a :class:`PEMEncoder` keeps its BatchNorm in eval mode) and left in
     eval mode. Module training passes the module's parameters, full fine-tuning all of them.
 
+    With ``options.head_init="probe"`` the head starts as the linear probe fitted on ``model``'s
+    features before training (:func:`probe_head`): LP-FT (Kumar et al., "Fine-tuning can distort
+    pretrained features and underperform out-of-distribution", ICLR 2022). A random head's first
+    gradients pull the features toward whatever it happens to read; a probe head already reads the
+    features, so the trained weights move only to mend its errors.
+
     Returns:
         The head, on the CPU.
     """
     labels = torch.as_tensor(items.labels)
     head = nn.Linear(feature_dim, len(items.label_names)).to(device)
+    if options.head_init == "probe":
+        weight, bias = probe_head(model, items, seed=options.seed, device=device)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
     optimizer = torch.optim.AdamW([*parameters, *head.parameters()], lr=options.lr, weight_decay=options.weight_decay)
     indexed = _Indexed(items.dataset)
     batches = _batches(indexed, min(options.batch_size, len(indexed)), options.seed)
@@ -146,6 +162,40 @@ def train_ce(model: nn.Module, parameters: list[nn.Parameter], feature_dim: int,
         ce_step(model, head, optimizer, images.to(device), labels[index].to(device))
     model.eval()
     return Head(items.label_names, head.weight.detach().cpu(), head.bias.detach().cpu())
+
+
+def probe_head(model: nn.Module, items: LabelledItems, *, seed: int = 0,
+               device: torch.device | str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """The project's linear probe (:func:`mocomri.eval.probe.fit_linear_probe`) on ``model``'s
+    features of ``items``, written as one linear layer on the unstandardised features.
+
+    The probe is ``z = (x - mean) / scale``, then logistic regression ``W z + b``; as one layer
+    on ``x`` that is ``W / scale`` and ``b - (W / scale) · mean``. Two classes have one
+    scikit-learn logit ``w·z + b`` for the second class; a softmax over ``(-s/2, s/2)`` is the
+    same sigmoid, so the rows are ``-w/2`` and ``w/2``.
+
+    Raises:
+        DataError: a class has no training row (the probe has no row for it).
+
+    Shape:
+        returns: weight (K, F), bias (K,), float32 on the CPU
+    """
+    from mocomri.errors import DataError
+    from mocomri.eval.features import extract_features
+    from mocomri.eval.probe import fit_linear_probe
+
+    missing = sorted(set(items.label_names) - {items.label_names[i] for i in np.unique(items.labels)})
+    if missing:
+        raise DataError(f"head_init=probe: no training rows of class(es) {missing}; the probe has nothing to "
+                        "start their head rows from")
+    features = extract_features(model, items.dataset, device=device)  # (N, F)
+    probe = fit_linear_probe(features, items.labels, items.subjects, seed=seed)
+    scaler, classifier = probe[0], probe[-1]
+    coef = classifier.coef_ / scaler.scale_  # (K or 1, F)
+    intercept = classifier.intercept_ - coef @ scaler.mean_  # (K or 1,)
+    if coef.shape[0] == 1:
+        coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+    return (torch.as_tensor(coef, dtype=torch.float32), torch.as_tensor(intercept, dtype=torch.float32))
 
 
 class _Indexed(torch.utils.data.Dataset):
