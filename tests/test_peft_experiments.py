@@ -92,6 +92,22 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
     assert "mean of the target and source val" in both["description"]
     assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
 
+    # Guarded: the best target val accuracy among the λ that lose at most 1 point of source val accuracy.
+    assert run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded",
+                                   "--grid", "0,0.5,1"]) == 0
+    guarded = json.loads((out / "domain_lambda_guarded.json").read_text())
+    for kind in ("lora", "ia3"):
+        target_val = {p["lambda"]: p["score"] for p in guarded["curves"][kind]["target val"]["0"]}
+        source_val = {p["lambda"]: p["score"] for p in guarded["curves"][kind]["source val"]["0"]}
+        allowed = [x for x in (0.0, 0.5, 1.0) if source_val[x] >= source_val[1.0] - 0.01]
+        expected = max(allowed, key=lambda x: target_val[x])
+        lam = guarded["sections"]["λ"][f"λ | {kind}"]["seeds"]["0"]["value"]
+        assert lam == expected
+        assert [p["lambda"] for p in guarded["curves"][kind]["target val"]["0"] if p.get("chosen")] == [expected]
+    assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
+    with pytest.raises(SystemExit):  # the guard's reference is λ = 1
+        run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded", "--grid", "0,0.5"])
+
 
 def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Path, Path], tmp_path: Path) -> None:
     run, manifest = cohort

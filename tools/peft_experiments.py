@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import sys
 import time
@@ -65,6 +66,7 @@ FAVOURED = ("glioma", "meningioma")  # the first half's 80% classes; the second 
 PRESENCE = {"glioma": "tumor", "meningioma": "tumor", "pituitary": "tumor", "notumor": "notumor"}
 TYPE = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary", "notumor": None}
 DIFFERENT_INIT = 1000  # the different-init half B module is initialised from seed + this
+SOURCE_GUARD = 0.01  # guarded domain λ: the source val accuracy the analogy may lose (the bar's tolerance)
 
 
 @dataclass
@@ -314,10 +316,16 @@ def multitask(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "me
 
 
 def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "target") -> Results:
-    """Domain transfer by analogy; λ chosen on the target's val split, or (``lambda_on="both"``)
-    on the mean of the target's and the source's val accuracy: one module for both domains."""
+    """Domain transfer by analogy. λ is chosen on the target's val split (``lambda_on="target"``); on
+    the mean of the target's and the source's val accuracy (``"both"``: one module for both domains);
+    or (``"guarded"``) on the target's val split among the λ whose source val accuracy is at most
+    :data:`SOURCE_GUARD` below the source-only module's (λ = 1): the target gains only what the
+    source scanner can spare."""
     shift = ScannerShift()
-    chosen_on = "the target val split" if lambda_on == "target" else "the mean of the target and source val splits"
+    chosen_on = {"target": "the target val split",
+                 "both": "the mean of the target and source val splits",
+                 "guarded": f"the target val split, among the λ that keep the source val accuracy within "
+                            f"{100 * SOURCE_GUARD:.0f} point of the source-only module's"}[lambda_on]
     results = Results("domain" if lambda_on == "target" else f"domain_lambda_{lambda_on}",
                       "Domain transfer by analogy to a synthetic scanner shift of the same images "
                       f"(bias field, gamma {shift.gamma}, Rician noise σ = {shift.noise_std}; mocomri/peft/shift.py): "
@@ -336,14 +344,25 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
             source_cls = lab.module(f"{kind}_s{seed}_union", lab.source, kind, seed)  # the union module of (1)
             source_ssl = lab.module(f"{kind}_s{seed}_source_ssl", lab.source, kind, seed, objective="moco")
             target_ssl = lab.module(f"{kind}_s{seed}_target_ssl", target, kind, seed, objective="moco")
-            def val_score(x: float) -> float:
-                module = analogy(source_cls, target_ssl, source_ssl, x)
-                if lambda_on == "target":
-                    return lab.accuracy(module, val)
-                return (lab.accuracy(module, val) + lab.accuracy(module, source_val)) / 2
 
-            lam, curve = lab.choose(val_score)
-            results.curve(kind, "analogy", seed, curve)
+            @functools.cache
+            def accuracies(x: float) -> tuple[float, float]:
+                """(target val accuracy, source val accuracy) of the analogy at λ = x."""
+                module = analogy(source_cls, target_ssl, source_ssl, x)
+                return lab.accuracy(module, val), (lab.accuracy(module, source_val) if lambda_on != "target" else 0.0)
+
+            if lambda_on == "guarded":
+                floor = accuracies(1.0)[1] - SOURCE_GUARD
+                allowed = [x for x in lab.budget.grid if accuracies(x)[1] >= floor]  # λ = 1 always is
+                lam = max(allowed, key=lambda x: accuracies(x)[0])  # the first of ties, in grid order
+            else:
+                lam, curve = lab.choose(lambda x: accuracies(x)[0] if lambda_on == "target" else sum(accuracies(x)) / 2)
+                results.curve(kind, "analogy", seed, curve)
+            if lambda_on != "target":
+                for i, name in enumerate(("target val", "source val")):
+                    results.curve(kind, name, seed, [{"lambda": float(x), "score": accuracies(x)[i],
+                                                      **({"chosen": True} if x == lam else {})}
+                                                     for x in lab.budget.grid])
             results.add("λ", "λ", kind, seed, {"value": lam}, scale=1)
             transferred = analogy(source_cls, target_ssl, source_ssl, lam)
             for where, items in tests.items():
@@ -381,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", help="the modules' target patterns, comma-separated (e.g. 'layer4.*.conv*'; "
                         "default: each kind's own, see mocomri.peft.spec.default_targets)")
     parser.add_argument("--rank", type=int, help="LoRA's rank (default 4)")
-    parser.add_argument("--domain-lambda", choices=("target", "both"), default="target",
-                        help="domain transfer: choose λ on the target's val split (default) or on the mean of "
-                        "the target's and the source's (writes domain_lambda_both.*)")
+    parser.add_argument("--domain-lambda", choices=("target", "both", "guarded"), default="target",
+                        help="domain transfer: choose λ on the target's val split (default), on the mean of "
+                        "the target's and the source's (writes domain_lambda_both.*), or on the target's among "
+                        "the λ that lose at most 1 point of source val accuracy (domain_lambda_guarded.*)")
     parser.add_argument("--multitask-lambda", choices=("mean", "kept"), default="mean",
                         help="multi-task: choose λ on the mean of the two tasks' val accuracies (default) or on "
                         "the smaller share of each own module's val accuracy kept (writes multitask_lambda_kept.*)")
@@ -409,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         budget = dataclasses.replace(budget, targets=tuple(args.targets.split(",")))
     if args.grid:
         budget = dataclasses.replace(budget, grid=tuple(float(x) for x in args.grid.split(",")))
+    if args.domain_lambda == "guarded" and 1.0 not in budget.grid:
+        parser.error("--domain-lambda guarded compares every λ with the source-only module: the grid needs λ = 1")
     started = time.perf_counter()
     lab = Lab(args, budget)
     runners = {"distribution": distribution, "multitask": lambda *a: multitask(*a, lambda_on=args.multitask_lambda),

@@ -30,7 +30,8 @@ class Results:
         seeds: the seeds, in column order.
         settings: the budget, encoder and data it ran with.
         sections: section title -> row key ``"<row> | <kind>"`` -> ``{"row", "kind", "scale", "seeds": {seed: entry}}``.
-        curves: kind -> curve name -> seed -> ``[{"lambda", "score"}, ...]``.
+        curves: kind -> curve name -> seed -> ``[{"lambda", "score"}, ...]``; a point may carry
+            ``"chosen": True`` where the λ chosen is not the curve's own best.
         bars: ``[{"kind", "bar", "met", "reading"}]``.
         seconds: what took how long (training, per module), for planning the next run.
     """
@@ -151,7 +152,10 @@ def plot_curves(results: Results, path: str | Path) -> None:
                 lams = [p["lambda"] for p in points]
                 scores = [100 * p["score"] for p in points]
                 line, = ax.plot(lams, scores, style, marker=".", label=f"{name}, seed {seed}")
-                best = max(range(len(points)), key=lambda i: points[i]["score"])
+                # The λ chosen: flagged where it is not the curve's own best (e.g. a target curve chosen
+                # under a source constraint), else the best point.
+                best = next((i for i, p in enumerate(points) if p.get("chosen")),
+                            max(range(len(points)), key=lambda i: points[i]["score"]))
                 ax.plot(lams[best], scores[best], "o", color=line.get_color(), fillstyle="none", markersize=9)
         ax.set(title=kind, xlabel="λ", ylabel="validation accuracy (%)")
         ax.legend(fontsize=7)
