@@ -106,10 +106,10 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     a = load_pem(tmp_path / "a.safetensors")
     assert a.provenance["objective"] == "ce" and a.provenance["labels"] == CLASSES
     assert a.heads[0].weight.shape == (2, 32)
-    assert a.provenance["options"]["head_init"] == "random"
+    assert a.provenance["options"]["head_init"] == "probe"  # the default: LP-FT
     assert main(["peft", "train", *common, "--manifest", str(manifest), "--targets", "layer4.*.conv*", "--steps", "0",
-                 "--head-init", "probe", "--out", str(tmp_path / "probe_head.safetensors")]) == 0
-    assert load_pem(tmp_path / "probe_head.safetensors").provenance["options"]["head_init"] == "probe"
+                 "--head-init", "random", "--out", str(tmp_path / "random_head.safetensors")]) == 0
+    assert load_pem(tmp_path / "random_head.safetensors").provenance["options"]["head_init"] == "random"
 
     out = tmp_path / "ab.safetensors"
     assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
