@@ -147,6 +147,23 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     assert main(["peft", "compose", *common, "--analogy", *[str(tmp_path / "a.safetensors")] * 3, "--val", str(manifest),
                  "--lambda-score", "kept", "--out", str(tmp_path / "x.safetensors")]) == 2  # kept: addition only
 
+
+    # Guarded: the first set's accuracy among the λ that keep the second within --guard of module a (λ = 1).
+    assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                 "--val", str(manifest), str(swapped), "--lambda-score", "guarded", "--guard", "0.05",
+                 "--grid", "0,0.5,1", "--out", str(tmp_path / "g.safetensors")]) == 0
+    guarded = json.loads((tmp_path / "g.safetensors.report.json").read_text())
+    first, second = ([c[i] for i in (0, 5, 10)] for c in curves[:2])  # the default grid's 0, 0.5 and 1
+    allowed = [i for i in range(3) if second[i] >= second[2] - 0.05]
+    assert [p["score"] for p in guarded["curve"]] == pytest.approx(first)
+    assert [p["allowed"] for p in guarded["curve"]] == [i in allowed for i in range(3)]
+    assert guarded["lambda"] == (0.0, 0.5, 1.0)[max(allowed, key=lambda i: (first[i], -i))]
+    assert "first manifest" in guarded["validation"]["score"]
+    assert "allowed" in (tmp_path / "g.safetensors.report.md").read_text()
+    for bad in (["--val", str(manifest)], ["--val", str(manifest), str(swapped), "--grid", "0,0.5"]):
+        assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                     *bad, "--lambda-score", "guarded", "--out", str(tmp_path / "x.safetensors")]) == 2
+
     assert main(["peft", "compose", "--negate", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "n.safetensors")]) == 0
     assert load_pem(tmp_path / "n.safetensors").heads == []
 

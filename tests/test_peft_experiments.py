@@ -107,6 +107,8 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
     assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
     with pytest.raises(SystemExit):  # the guard's reference is λ = 1
         run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded", "--grid", "0,0.5"])
+    with pytest.raises(SystemExit, match="lr"):  # MoCo modules made at another learning rate: not this run's
+        run_experiments(args + ["--experiments", "domain", "--moco-lr", "5e-4"])
 
 
 def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Path, Path], tmp_path: Path) -> None:
@@ -143,7 +145,7 @@ def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Pat
     assert refused.value.code == 2
 
     # Heads that start as the linear probe: not the random-head modules on disk, so another --out.
-    with pytest.raises(SystemExit, match="head random; this run asks for .* head probe"):
+    with pytest.raises(SystemExit, match="head random, .*; this run asks for .* head probe"):
         run_experiments(args + ["--head-init", "probe"])
     probe_args = [str(tmp_path / "probe_heads") if a == str(out) else a for a in args] + ["--head-init", "probe"]
     assert run_experiments(probe_args) == 0

@@ -52,7 +52,7 @@ from mocomri.files import state_dict_digest  # noqa: E402
 from mocomri.peft import PEM, PEMSpec, add, analogy, load_pem, save_pem  # noqa: E402
 from mocomri.peft.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
 from mocomri.peft.compare import accuracy_contrast  # noqa: E402
-from mocomri.peft.compose import DEFAULT_GRID, choose_lambda, share_kept  # noqa: E402
+from mocomri.peft.compose import DEFAULT_GRID, DEFAULT_GUARD, choose_lambda, choose_lambda_guarded, share_kept  # noqa: E402
 from mocomri.peft.evaluate import module_proba, predict_with, score  # noqa: E402
 from mocomri.peft.inputs import LabelledItems, labelled_items, load_base, resolve_config  # noqa: E402
 from mocomri.peft.report import Results  # noqa: E402
@@ -66,7 +66,6 @@ FAVOURED = ("glioma", "meningioma")  # the first half's 80% classes; the second 
 PRESENCE = {"glioma": "tumor", "meningioma": "tumor", "pituitary": "tumor", "notumor": "notumor"}
 TYPE = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary", "notumor": None}
 DIFFERENT_INIT = 1000  # the different-init half B module is initialised from seed + this
-SOURCE_GUARD = 0.01  # guarded domain λ: the source val accuracy the analogy may lose (the bar's tolerance)
 
 
 @dataclass
@@ -78,6 +77,8 @@ class Budget:
     batch_size: int = 32
     moco_batch_size: int = 64
     lr: float = 1e-3  # module and head (AdamW)
+    moco_lr: float = 0.0  # the MoCo modules' own; 0 = lr
+    guard: float = DEFAULT_GUARD  # guarded domain λ: the source val accuracy the analogy may lose
     finetune_lr: float = 1e-4  # full fine-tuning moves every weight: a smaller step
     n_boot: int = 1000
     grid: tuple[float, ...] = DEFAULT_GRID
@@ -128,13 +129,14 @@ class Lab:
                init_seed: int | None = None) -> PEM:
         """The module file ``modules/<name>.safetensors``, trained first if it is not on disk."""
         path = self.out / "modules" / f"{name}.safetensors"
+        moco = objective == "moco"
+        lr = (self.budget.moco_lr or self.budget.lr) if moco else self.budget.lr
         if not path.is_file():
-            moco = objective == "moco"
             spec = PEMSpec(kind, targets=self.budget.targets, rank=self.budget.rank,
                            seed=seed if init_seed is None else init_seed)
             options = TrainOptions(objective=objective, steps=self.budget.moco_steps if moco else self.budget.steps,
                                    batch_size=self.budget.moco_batch_size if moco else self.budget.batch_size,
-                                   lr=self.budget.lr, seed=seed, device=self.device,
+                                   lr=lr, seed=seed, device=self.device,
                                    head_init="random" if moco else self.budget.head_init)
             start = time.perf_counter()
             save_pem(train_module(self.encoder, manifest, spec, self.config, options), path)
@@ -143,13 +145,14 @@ class Lab:
         pem = load_pem(path)
         # A module left by a run with other targets or rank would be compared as if it were this run's.
         targets = self.budget.targets or default_targets(self.base.encoder, kind)
-        head_init = pem.provenance.get("options", {}).get("head_init", "random")
-        wanted = "random" if objective == "moco" else self.budget.head_init
+        options = pem.provenance.get("options", {})
+        head_init, made_lr = options.get("head_init", "random"), options.get("lr", lr)
+        wanted = "random" if moco else self.budget.head_init
         if (pem.spec.targets != tuple(targets) or (kind == "lora" and pem.spec.rank != self.budget.rank)
-                or head_init != wanted):
+                or head_init != wanted or made_lr != lr):
             raise SystemExit(f"{path}: made with targets {list(pem.spec.targets)}, rank {pem.spec.rank}, head "
-                             f"{head_init}; this run asks for targets {list(targets)}, rank {self.budget.rank}, "
-                             f"head {wanted}: use another --out")
+                             f"{head_init}, lr {made_lr:g}; this run asks for targets {list(targets)}, rank "
+                             f"{self.budget.rank}, head {wanted}, lr {lr:g}: use another --out")
         return pem
 
     def baselines(self, results: Results, section: str, name: str, manifest: Path, seed: int,
@@ -319,13 +322,14 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
     """Domain transfer by analogy. λ is chosen on the target's val split (``lambda_on="target"``); on
     the mean of the target's and the source's val accuracy (``"both"``: one module for both domains);
     or (``"guarded"``) on the target's val split among the λ whose source val accuracy is at most
-    :data:`SOURCE_GUARD` below the source-only module's (λ = 1): the target gains only what the
-    source scanner can spare."""
+    ``--guard`` below the source-only module's (λ = 1;
+    :func:`mocomri.peft.compose.choose_lambda_guarded`): the target gains only what the source
+    scanner can spare."""
     shift = ScannerShift()
     chosen_on = {"target": "the target val split",
                  "both": "the mean of the target and source val splits",
                  "guarded": f"the target val split, among the λ that keep the source val accuracy within "
-                            f"{100 * SOURCE_GUARD:.0f} point of the source-only module's"}[lambda_on]
+                            f"{100 * lab.budget.guard:g} point(s) of the source-only module's"}[lambda_on]
     results = Results("domain" if lambda_on == "target" else f"domain_lambda_{lambda_on}",
                       "Domain transfer by analogy to a synthetic scanner shift of the same images "
                       f"(bias field, gamma {shift.gamma}, Rician noise σ = {shift.noise_std}; mocomri/peft/shift.py): "
@@ -335,7 +339,7 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
     if not target.is_file():  # written last: its presence means every shifted image is there
         shifted = shift_manifest(read_manifest(lab.source), target.parent, shift)
         write_manifest(shifted, target)
-    val, source_val = lab.items(target, "val"), lab.items(lab.source, "val")
+    val, source_val_items = lab.items(target, "val"), lab.items(lab.source, "val")
     tests = {" on target": lab.items(target, "test"), " on source": lab.items(lab.source, "test")}
     for seed in seeds:
         lab.baselines(results, "test accuracy", "source", lab.source, seed, tests)
@@ -346,21 +350,24 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
             target_ssl = lab.module(f"{kind}_s{seed}_target_ssl", target, kind, seed, objective="moco")
 
             @functools.cache
-            def accuracies(x: float) -> tuple[float, float]:
-                """(target val accuracy, source val accuracy) of the analogy at λ = x."""
-                module = analogy(source_cls, target_ssl, source_ssl, x)
-                return lab.accuracy(module, val), (lab.accuracy(module, source_val) if lambda_on != "target" else 0.0)
+            def target_val(x: float) -> float:
+                return lab.accuracy(analogy(source_cls, target_ssl, source_ssl, x), val)
+
+            @functools.cache
+            def source_val(x: float) -> float:
+                return lab.accuracy(analogy(source_cls, target_ssl, source_ssl, x), source_val_items)
 
             if lambda_on == "guarded":
-                floor = accuracies(1.0)[1] - SOURCE_GUARD
-                allowed = [x for x in lab.budget.grid if accuracies(x)[1] >= floor]  # λ = 1 always is
-                lam = max(allowed, key=lambda x: accuracies(x)[0])  # the first of ties, in grid order
+                lam, curve = choose_lambda_guarded(lambda x: (target_val(x), source_val(x)), lab.budget.grid,
+                                                   lab.budget.guard)
             else:
-                lam, curve = lab.choose(lambda x: accuracies(x)[0] if lambda_on == "target" else sum(accuracies(x)) / 2)
+                lam, curve = lab.choose(target_val if lambda_on == "target"
+                                        else lambda x: (target_val(x) + source_val(x)) / 2)
+            if lambda_on != "guarded":  # guarded's curve is the two below, the chosen λ marked
                 results.curve(kind, "analogy", seed, curve)
             if lambda_on != "target":
-                for i, name in enumerate(("target val", "source val")):
-                    results.curve(kind, name, seed, [{"lambda": float(x), "score": accuracies(x)[i],
+                for name, accuracy in (("target val", target_val), ("source val", source_val)):
+                    results.curve(kind, name, seed, [{"lambda": float(x), "score": accuracy(x),
                                                       **({"chosen": True} if x == lam else {})}
                                                      for x in lab.budget.grid])
             results.add("λ", "λ", kind, seed, {"value": lam}, scale=1)
@@ -395,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="cross-entropy steps (default 600; --quick 3)")
     parser.add_argument("--moco-steps", type=int, help="MoCo steps (default 600; --quick 3)")
     parser.add_argument("--lr", type=float, help="the modules' and heads' learning rate (AdamW; default 1e-3)")
+    parser.add_argument("--moco-lr", type=float, help="the MoCo modules' learning rate (default: --lr)")
+    parser.add_argument("--guard", type=float, help="--domain-lambda guarded: the source val accuracy the analogy "
+                        "may lose against the source-only module (default 0.01, one point)")
     parser.add_argument("--share", type=float, help="the distribution halves' skew: each half's share of its "
                         "favoured classes (default 0.8)")
     parser.add_argument("--targets", help="the modules' target patterns, comma-separated (e.g. 'layer4.*.conv*'; "
@@ -403,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain-lambda", choices=("target", "both", "guarded"), default="target",
                         help="domain transfer: choose λ on the target's val split (default), on the mean of "
                         "the target's and the source's (writes domain_lambda_both.*), or on the target's among "
-                        "the λ that lose at most 1 point of source val accuracy (domain_lambda_guarded.*)")
+                        "the λ that lose at most --guard of source val accuracy (domain_lambda_guarded.*)")
     parser.add_argument("--multitask-lambda", choices=("mean", "kept"), default="mean",
                         help="multi-task: choose λ on the mean of the two tasks' val accuracies (default) or on "
                         "the smaller share of each own module's val accuracy kept (writes multitask_lambda_kept.*)")
@@ -423,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rank {args.rank}: LoRA's rank must be at least 1")
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
                                  **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
-                                                        ("lr", args.lr), ("share", args.share),
-                                                        ("rank", args.rank), ("head_init", args.head_init)) if v})
+                                                        ("lr", args.lr), ("moco_lr", args.moco_lr),
+                                                        ("guard", args.guard), ("share", args.share),
+                                                        ("rank", args.rank), ("head_init", args.head_init)) if v is not None})
     if args.targets:
         budget = dataclasses.replace(budget, targets=tuple(args.targets.split(",")))
     if args.grid:

@@ -14,6 +14,16 @@ def _lambda(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+def _grid(text: str) -> tuple[float, ...]:
+    try:
+        grid = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(not 0.0 <= x <= 1.0 for x in grid):
+        raise argparse.ArgumentTypeError(f"λ values lie in [0, 1], got {text!r}")
+    return grid
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", help="the base encoder: a pretraining run directory, an encoder.pt, or 'random'")
     p.add_argument("--config", help="YAML config for the data settings and the architecture "
@@ -61,10 +71,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--val", nargs="+", metavar="MANIFEST",
                    help="manifest(s) whose labelled 'val' rows choose λ; several: their mean accuracy "
                    "(e.g. the source's and the target's, for one module that serves both)")
-    c.add_argument("--lambda-score", choices=["mean", "kept"], default="mean",
-                   help="how --val scores a λ: the mean accuracy over the manifests (default), or (--add) the "
+    c.add_argument("--lambda-score", choices=["mean", "kept", "guarded"], default="mean",
+                   help="how --val scores a λ: the mean accuracy over the manifests (default); (--add) the "
                    "smallest share, over the manifests, of the better input module's accuracy kept: one module "
-                   "for several tasks that loses least on its worst")
+                   "for several tasks that loses least on its worst; or 'guarded': the accuracy on the first "
+                   "manifest among the λ that lose at most --guard on each other manifest against the first "
+                   "module alone (e.g. --val TARGET SOURCE for an analogy that must keep the source)")
+    c.add_argument("--guard", type=float, default=0.01,
+                   help="'guarded': the accuracy each other manifest may lose (default 0.01, one point)")
+    c.add_argument("--grid", type=_grid, default=None, metavar="L1,L2,...",
+                   help="the λ values tried (default 0, 0.1, ..., 1)")
     c.add_argument("--out", required=True, help="the module file to write")
     c.set_defaults(func=run_compose)
 
@@ -110,7 +126,7 @@ def run_compose(args: argparse.Namespace) -> int:
     operation, modules = next((name, getattr(args, name)) for name in ("add", "negate", "analogy") if getattr(args, name))
     result = compose_files(operation, modules, args.out, lam=args.lam, encoder=args.encoder,
                            val_manifest=args.val, config=_config(args), lambda_score=args.lambda_score,
-                           device=args.device)
+                           guard=args.guard, device=args.device, **({"grid": args.grid} if args.grid else {}))
     chosen = "" if result.lam is None else f" with λ={result.lam:g}" + (" (chosen on val)" if result.curve else "")
     print(f"wrote {result.module}{chosen}; report {result.report}")
     return 0

@@ -21,9 +21,12 @@ from mocomri.peft.spec import PEMError
 
 OPERATIONS = {"add": 2, "negate": 1, "analogy": 3}  # operation -> number of input modules
 DEFAULT_GRID = tuple(i / 10 for i in range(11))
-# How the validation sets score a λ: their mean accuracy, or the smallest share of the better
-# input module's accuracy kept on any one set (a merge for several tasks that loses least on its worst).
-LAMBDA_SCORES = ("mean", "kept")
+# How the validation sets score a λ: their mean accuracy; the smallest share of the better input
+# module's accuracy kept on any one set (a merge for several tasks that loses least on its worst); or
+# the first set's accuracy among the λ that keep every other set within a guard of the first input
+# module's accuracy (a target domain gains only what the source can spare).
+LAMBDA_SCORES = ("mean", "kept", "guarded")
+DEFAULT_GUARD = 0.01  # guarded: the accuracy the guarded sets may lose (one point, the domain bar's tolerance)
 
 
 def share_kept(accuracy: Sequence[float], reference: Sequence[float]) -> float:
@@ -44,6 +47,42 @@ def choose_lambda(score: Callable[[float], float], grid: Sequence[float] = DEFAU
         raise ValueError("the λ grid is empty")
     curve = [{"lambda": float(lam), "score": float(score(lam))} for lam in grid]
     best = max(curve, key=lambda point: point["score"])  # max keeps the first of equal scores
+    return best["lambda"], curve
+
+
+def choose_lambda_guarded(accuracies: Callable[[float], Sequence[float]], grid: Sequence[float] = DEFAULT_GRID,
+                          guard: float = DEFAULT_GUARD) -> tuple[float, list[dict]]:
+    """The λ of ``grid`` with the best first accuracy among those whose every other accuracy is at
+    most ``guard`` below its value at λ = 1 (the first input module alone); the first of ties.
+
+    Args:
+        accuracies: λ -> (accuracy on the set to improve, accuracy on each guarded set, ...).
+        grid: the λ values tried; must hold 1, the reference (always allowed).
+        guard: the accuracy a guarded set may lose against the reference, e.g. 0.01.
+
+    Returns:
+        ``(λ, [{"lambda": λ, "score": first accuracy, "guarded": [others], "allowed": bool}, ...])``
+        in grid order.
+
+    Raises:
+        ValueError: an empty grid, a grid without λ = 1, fewer than two accuracies, or a negative guard.
+    """
+    if not grid:
+        raise ValueError("the λ grid is empty")
+    if 1.0 not in grid:
+        raise ValueError("the guarded λ score compares every λ with the first module alone: the grid needs λ = 1")
+    if guard < 0:
+        raise ValueError(f"guard {guard}: the accuracy a guarded set may lose cannot be negative")
+    reference = list(accuracies(1.0))
+    if len(reference) < 2:
+        raise ValueError("the guarded λ score needs a set to improve and at least one set to guard")
+    floors = [r - guard for r in reference[1:]]
+    curve = []
+    for lam in grid:
+        first, *others = (float(a) for a in accuracies(lam))
+        allowed = float(lam) == 1.0 or all(a >= f for a, f in zip(others, floors))
+        curve.append({"lambda": float(lam), "score": first, "guarded": others, "allowed": allowed})
+    best = max((point for point in curve if point["allowed"]), key=lambda point: point["score"])
     return best["lambda"], curve
 
 
@@ -76,7 +115,7 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
                   encoder: str | Path | None = None,
                   val_manifest: str | Path | Sequence[str | Path] | None = None,
                   config: Config | None = None, grid: Sequence[float] = DEFAULT_GRID,
-                  lambda_score: str = "mean", device: str = "auto") -> ComposeResult:
+                  lambda_score: str = "mean", guard: float = DEFAULT_GUARD, device: str = "auto") -> ComposeResult:
     """Composes module files into ``out`` and writes ``<out>.report.json`` and ``.report.md``.
 
     Args:
@@ -92,18 +131,29 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
         grid: the λ values tried.
         lambda_score: ``mean``: λ maximises the mean accuracy over the ``val_manifest`` sets;
             ``kept`` (addition only): λ maximises the smallest share, over the sets, of the better
-            input module's accuracy on that set (λ = 0 or 1) that the merge keeps.
+            input module's accuracy on that set (λ = 0 or 1) that the merge keeps; ``guarded``
+            (two or more manifests): λ maximises the accuracy on the first manifest among the λ
+            whose accuracy on every other manifest is at most ``guard`` below the first input
+            module's (λ = 1), e.g. ``--val TARGET SOURCE`` for an analogy that must keep the source.
+        guard: ``guarded``'s tolerance (default one point).
         device: for the validation forward passes.
 
     Raises:
         PEMError: incompatible modules (naming the files and field), λ to choose without
-            ``encoder`` and ``val_manifest``, or an unknown ``lambda_score`` (or ``kept`` for
-            another operation than addition).
+            ``encoder`` and ``val_manifest``, an unknown ``lambda_score`` (or ``kept`` for
+            another operation than addition, ``guarded`` with one manifest or a grid without 1).
     """
     if lambda_score not in LAMBDA_SCORES:
         raise PEMError(f"unknown λ score {lambda_score!r}; known: {', '.join(LAMBDA_SCORES)}")
     if lambda_score == "kept" and operation != "add":
         raise PEMError(f"the 'kept' λ score compares a merge with its inputs: it needs add, not {operation}")
+    if lambda_score == "guarded":
+        if val_manifest is None or isinstance(val_manifest, (str, Path)) or len(val_manifest) < 2:
+            raise PEMError("the 'guarded' λ score needs two or more --val manifests: the one to improve first, "
+                           "then those to guard")
+        if 1.0 not in grid:
+            raise PEMError("the 'guarded' λ score compares every λ with the first module alone: "
+                           "the grid needs λ = 1")
     pems = [load_pem(m) for m in modules]
     check_compatible(pems)
     curve: list[dict] = []
@@ -112,9 +162,13 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
         if encoder is None or val_manifest is None:
             raise PEMError(f"--lambda auto: {operation} needs --encoder and --val to choose λ on a validation split")
         manifests = [val_manifest] if isinstance(val_manifest, (str, Path)) else list(val_manifest)
-        lam, curve = _choose_on_validation(operation, pems, encoder, manifests, config, grid, lambda_score, device)
+        lam, curve = _choose_on_validation(operation, pems, encoder, manifests, config, grid, lambda_score,
+                                           guard, device)
         if lambda_score == "kept":
             score = "smallest share, over the manifests, of the better input module's accuracy kept"
+        elif lambda_score == "guarded":
+            score = (f"accuracy on the first manifest, among the λ losing at most {100 * guard:g} point(s) of "
+                     "the first module's accuracy on each other manifest")
         else:
             score = "accuracy" if len(manifests) == 1 else "mean accuracy over the manifests"
         validation = {"manifest": ", ".join(map(str, manifests)), "manifest_sha1": ", ".join(file_digest(m) for m in manifests),
@@ -132,7 +186,7 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
 
 def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Path,
                           val_manifests: Sequence[str | Path], config: Config | None, grid: Sequence[float],
-                          lambda_score: str, device: str) -> tuple[float, list[dict]]:
+                          lambda_score: str, guard: float, device: str) -> tuple[float, list[dict]]:
     from mocomri.eval.metrics import classification_metrics
     from mocomri.peft.evaluate import module_proba
     from mocomri.peft.inputs import labelled_items, load_base
@@ -154,6 +208,8 @@ def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Pa
     if lambda_score == "kept":
         reference = [max(pair) for pair in zip(accuracies(0.0), accuracies(1.0))]  # the better input on each set
         return choose_lambda(lambda lam: share_kept(accuracies(lam), reference), grid)
+    if lambda_score == "guarded":
+        return choose_lambda_guarded(accuracies, grid, guard)
     return choose_lambda(lambda lam: sum(accuracies(lam)) / len(sets), grid)
 
 
@@ -165,5 +221,10 @@ def _markdown(report: dict) -> str:
         validation = report["validation"]
         lines += [f"- λ chosen on the '{validation['split']}' rows of {validation['manifest']} "
                   f"({validation.get('score', 'accuracy')})", "", "| λ | validation score |", "|---|---|"]
-        lines += [f"| {p['lambda']:.2f} | {p['score']:.4f} |" for p in report["curve"]]
+        if report["curve"] and "guarded" in report["curve"][0]:
+            lines[-2:] = ["| λ | first manifest | other manifests | allowed |", "|---|---|---|---|"]
+            lines += [f"| {p['lambda']:.2f} | {p['score']:.4f} | {', '.join(f'{a:.4f}' for a in p['guarded'])} | "
+                      f"{'yes' if p['allowed'] else 'no'} |" for p in report["curve"]]
+        else:
+            lines += [f"| {p['lambda']:.2f} | {p['score']:.4f} |" for p in report["curve"]]
     return "\n".join(lines) + "\n"
