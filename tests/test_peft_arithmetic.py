@@ -160,6 +160,12 @@ def test_choose_lambda_guarded__best_first_set_among_those_the_guard_allows() ->
     assert choose_lambda_guarded(lambda x: table[x], grid=(0.0, 0.5, 0.8, 1.0), guard=0.005)[0] == 0.8
     assert choose_lambda_guarded(lambda x: table[x], grid=(0.0, 0.5, 0.8, 1.0), guard=0.5)[0] == 0.0
     assert choose_lambda_guarded(lambda x: (0.5, 0.5), grid=(0.0, 1.0))[0] == 0.0  # ties: the first in grid order
+    # Non-inferiority: the lower CI ends of the losses decide, not the point estimates.
+    lows = {0.0: (-0.30, -0.02), 0.5: (-0.012, -0.02), 0.8: (-0.009, -0.004)}
+    lam, curve = choose_lambda_guarded(lambda x: table[x], grid=(0.0, 0.5, 0.8, 1.0), guard=0.01,
+                                       lower_bounds=lambda x: lows[x])
+    assert lam == 0.8 and [p["allowed"] for p in curve] == [False, False, True, True]
+    assert curve[1]["lower"] == [-0.012, -0.02] and "lower" not in curve[3]  # λ = 1 is the reference itself
     for grid, accuracies, guard in (((0.0, 0.5), lambda x: (1, 1), 0.01), ((0.0, 1.0), lambda x: (1,), 0.01),
                                     ((0.0, 1.0), lambda x: (1, 1), -0.1), ((), lambda x: (1, 1), 0.01)):
         with pytest.raises(ValueError):

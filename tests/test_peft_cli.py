@@ -151,7 +151,7 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     # Guarded: the first set's accuracy among the λ that keep the second within --guard of module a (λ = 1).
     assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
                  "--val", str(manifest), str(swapped), "--lambda-score", "guarded", "--guard", "0.05",
-                 "--grid", "0,0.5,1", "--out", str(tmp_path / "g.safetensors")]) == 0
+                 "--guard-by", "estimate", "--grid", "0,0.5,1", "--out", str(tmp_path / "g.safetensors")]) == 0
     guarded = json.loads((tmp_path / "g.safetensors.report.json").read_text())
     first, second = ([c[i] for i in (0, 5, 10)] for c in curves[:2])  # the default grid's 0, 0.5 and 1
     allowed = [i for i in range(3) if second[i] >= second[2] - 0.05]
@@ -160,6 +160,19 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     assert guarded["lambda"] == (0.0, 0.5, 1.0)[max(allowed, key=lambda i: (first[i], -i))]
     assert "first manifest" in guarded["validation"]["score"]
     assert "allowed" in (tmp_path / "g.safetensors.report.md").read_text()
+    # By default the loss's CI decides (non-inferiority): allowed where every lower CI end ≥ −guard.
+    assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                 "--val", str(manifest), str(swapped), "--lambda-score", "guarded", "--guard", "0.05",
+                 "--grid", "0,0.5,1", "--out", str(tmp_path / "gc.safetensors")]) == 0
+    by_ci = json.loads((tmp_path / "gc.safetensors.report.json").read_text())
+    assert [p["score"] for p in by_ci["curve"]] == pytest.approx(first)
+    for point in by_ci["curve"][:2]:
+        low = point["lower"][0]
+        assert low <= point["guarded"][0] - second[2] + 1e-9  # a lower end lies below its estimate
+        assert point["allowed"] == (low >= -0.05)
+    allowed_ci = [i for i, p in enumerate(by_ci["curve"]) if p["allowed"]]
+    assert by_ci["lambda"] == (0.0, 0.5, 1.0)[max(allowed_ci, key=lambda i: (first[i], -i))]
+    assert "95% CI" in by_ci["validation"]["score"]
     for bad in (["--val", str(manifest)], ["--val", str(manifest), str(swapped), "--grid", "0,0.5"]):
         assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
                      *bad, "--lambda-score", "guarded", "--out", str(tmp_path / "x.safetensors")]) == 2

@@ -93,8 +93,8 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
     assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
 
     # Guarded: the best target val accuracy among the λ that lose at most 1 point of source val accuracy.
-    assert run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded",
-                                   "--grid", "0,0.5,1"]) == 0
+    assert run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded", "--guard-by", "estimate",
+                                   "--grid", "0,0.5,1", "--test-every-lambda"]) == 0
     guarded = json.loads((out / "domain_lambda_guarded.json").read_text())
     for kind in ("lora", "ia3"):
         target_val = {p["lambda"]: p["score"] for p in guarded["curves"][kind]["target val"]["0"]}
@@ -104,7 +104,23 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
         lam = guarded["sections"]["λ"][f"λ | {kind}"]["seeds"]["0"]["value"]
         assert lam == expected
         assert [p["lambda"] for p in guarded["curves"][kind]["target val"]["0"] if p.get("chosen")] == [expected]
+        # The test trade-off, read only: 0 at λ = 1, and at the chosen λ the analogy's difference.
+        every = next(v for k, v in guarded["sections"].items() if k.startswith("analogy − source-only on test"))
+        for where in ("target", "source"):
+            assert every[f"λ = 1.00 on {where} | {kind}"]["seeds"]["0"]["value"] == 0
+            chosen = guarded["sections"]["differences (points)"][f"analogy − source-only on {where} | {kind}"]
+            assert every[f"λ = {lam:.2f} on {where} | {kind}"]["seeds"]["0"]["value"] == pytest.approx(
+                chosen["seeds"]["0"]["value"])
     assert {p: p.stat().st_mtime_ns for p in (out / "modules").iterdir()} == stamps
+    # By default the guard is the lower end of the source loss's CI: the chosen λ is the best allowed.
+    assert run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded", "--grid", "0,0.5,1"]) == 0
+    guarded = json.loads((out / "domain_lambda_guarded.json").read_text())
+    assert "lower end of the paired 95% CI" in guarded["description"]
+    for kind in ("lora", "ia3"):
+        allowed = guarded["curves"][kind]["allowed by the guard"]["0"]
+        assert 1.0 in [p["lambda"] for p in allowed]
+        lam = guarded["sections"]["λ"][f"λ | {kind}"]["seeds"]["0"]["value"]
+        assert lam == max(allowed, key=lambda p: p["score"])["lambda"]
     with pytest.raises(SystemExit):  # the guard's reference is λ = 1
         run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded", "--grid", "0,0.5"])
     with pytest.raises(SystemExit, match="lr"):  # MoCo modules made at another learning rate: not this run's

@@ -65,6 +65,7 @@ EXPERIMENTS = ("distribution", "multitask", "domain")
 FAVOURED = ("glioma", "meningioma")  # the first half's 80% classes; the second half's are the other two
 PRESENCE = {"glioma": "tumor", "meningioma": "tumor", "pituitary": "tumor", "notumor": "notumor"}
 TYPE = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary", "notumor": None}
+EVERY_LAMBDA = "analogy − source-only on test at every λ (points; read only: λ is chosen on val)"
 DIFFERENT_INIT = 1000  # the different-init half B module is initialised from seed + this
 
 
@@ -79,6 +80,7 @@ class Budget:
     lr: float = 1e-3  # module and head (AdamW)
     moco_lr: float = 0.0  # the MoCo modules' own; 0 = lr
     guard: float = DEFAULT_GUARD  # guarded domain λ: the source val accuracy the analogy may lose
+    guard_by: str = "ci"  # ... judged by the lower end of its paired 95% CI ("ci") or the point estimate
     finetune_lr: float = 1e-4  # full fine-tuning moves every weight: a smaller step
     n_boot: int = 1000
     grid: tuple[float, ...] = DEFAULT_GRID
@@ -86,6 +88,7 @@ class Budget:
     targets: tuple[str, ...] = ()  # the modules' target patterns; () = the kind's defaults (mocomri.peft.spec)
     rank: int = 4  # LoRA's rank
     head_init: str = "random"  # cross-entropy modules' head: "random" or "probe" (LP-FT); full fine-tuning's stays random
+    test_every_lambda: bool = False  # domain: also the test accuracy at every λ of the grid, to read only
     subset: int = 0  # single-image subjects kept per split and class; 0 keeps the whole manifest
 
 
@@ -329,7 +332,9 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
     chosen_on = {"target": "the target val split",
                  "both": "the mean of the target and source val splits",
                  "guarded": f"the target val split, among the λ that keep the source val accuracy within "
-                            f"{100 * lab.budget.guard:g} point(s) of the source-only module's"}[lambda_on]
+                            f"{100 * lab.budget.guard:g} point(s) of the source-only module's ("
+                            + ("the lower end of the paired 95% CI" if lab.budget.guard_by == "ci"
+                               else "point estimate") + ")"}[lambda_on]
     results = Results("domain" if lambda_on == "target" else f"domain_lambda_{lambda_on}",
                       "Domain transfer by analogy to a synthetic scanner shift of the same images "
                       f"(bias field, gamma {shift.gamma}, Rician noise σ = {shift.noise_std}; mocomri/peft/shift.py): "
@@ -354,12 +359,19 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
                 return lab.accuracy(analogy(source_cls, target_ssl, source_ssl, x), val)
 
             @functools.cache
+            def source_proba(x: float) -> np.ndarray:
+                return lab.proba(analogy(source_cls, target_ssl, source_ssl, x), source_val_items)
+
             def source_val(x: float) -> float:
-                return lab.accuracy(analogy(source_cls, target_ssl, source_ssl, x), source_val_items)
+                return classification_metrics(source_val_items.labels, source_proba(x))["accuracy"]
+
+            def source_low(x: float) -> list[float]:  # the lower end of the source val loss's CI
+                return [lab.contrast(source_val_items, [source_proba(x), source_proba(1.0)], [1, -1])["ci95"][0]]
 
             if lambda_on == "guarded":
                 lam, curve = choose_lambda_guarded(lambda x: (target_val(x), source_val(x)), lab.budget.grid,
-                                                   lab.budget.guard)
+                                                   lab.budget.guard,
+                                                   lower_bounds=source_low if lab.budget.guard_by == "ci" else None)
             else:
                 lam, curve = lab.choose(target_val if lambda_on == "target"
                                         else lambda x: (target_val(x) + source_val(x)) / 2)
@@ -370,7 +382,16 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
                     results.curve(kind, name, seed, [{"lambda": float(x), "score": accuracy(x),
                                                       **({"chosen": True} if x == lam else {})}
                                                      for x in lab.budget.grid])
+                if lambda_on == "guarded":
+                    results.curve(kind, "allowed by the guard", seed, [{"lambda": p["lambda"], "score": p["score"]}
+                                                                       for p in curve if p["allowed"]])
             results.add("λ", "λ", kind, seed, {"value": lam}, scale=1)
+            if lab.budget.test_every_lambda:  # to read the trade-off the val split chose from; never to choose λ
+                for where, items in tests.items():
+                    test = {x: lab.accuracy(analogy(source_cls, target_ssl, source_ssl, x), items)
+                            for x in lab.budget.grid}
+                    for x in lab.budget.grid:
+                        results.add(EVERY_LAMBDA, f"λ = {x:.2f}{where}", kind, seed, {"value": test[x] - test[1.0]})
             transferred = analogy(source_cls, target_ssl, source_ssl, lam)
             for where, items in tests.items():
                 p_source, p_analogy = lab.proba(source_cls, items), lab.proba(transferred, items)
@@ -405,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moco-lr", type=float, help="the MoCo modules' learning rate (default: --lr)")
     parser.add_argument("--guard", type=float, help="--domain-lambda guarded: the source val accuracy the analogy "
                         "may lose against the source-only module (default 0.01, one point)")
+    parser.add_argument("--guard-by", choices=("ci", "estimate"), help="--domain-lambda guarded: judge the "
+                        "source val loss by the lower end of its paired 95%% CI by subject (default; "
+                        "non-inferiority) or by its point estimate")
     parser.add_argument("--share", type=float, help="the distribution halves' skew: each half's share of its "
                         "favoured classes (default 0.8)")
     parser.add_argument("--targets", help="the modules' target patterns, comma-separated (e.g. 'layer4.*.conv*'; "
@@ -421,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cross-entropy modules' head starts random (default) or as the linear probe on the "
                         "frozen features (LP-FT); full fine-tuning keeps a random head")
     parser.add_argument("--grid", help="the λ grid, comma-separated (default 0, 0.1, ..., 1)")
+    parser.add_argument("--test-every-lambda", action="store_true",
+                        help="domain: also report the analogy's test accuracy at every λ of the grid against the "
+                        "source-only module (a trade-off to read, never to choose λ from; λ stays chosen on val)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, a coarse λ grid")
     args = parser.parse_args(argv)
@@ -434,12 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     budget = dataclasses.replace(QUICK if args.quick else Budget(),
                                  **{k: v for k, v in (("steps", args.steps), ("moco_steps", args.moco_steps),
                                                         ("lr", args.lr), ("moco_lr", args.moco_lr),
-                                                        ("guard", args.guard), ("share", args.share),
+                                                        ("guard", args.guard), ("guard_by", args.guard_by),
+                                                        ("share", args.share),
                                                         ("rank", args.rank), ("head_init", args.head_init)) if v is not None})
     if args.targets:
         budget = dataclasses.replace(budget, targets=tuple(args.targets.split(",")))
     if args.grid:
         budget = dataclasses.replace(budget, grid=tuple(float(x) for x in args.grid.split(",")))
+    if args.test_every_lambda:
+        if 1.0 not in budget.grid:
+            parser.error("--test-every-lambda reads every λ against the source-only module: the grid needs λ = 1")
+        budget = dataclasses.replace(budget, test_every_lambda=True)
     if args.domain_lambda == "guarded" and 1.0 not in budget.grid:
         parser.error("--domain-lambda guarded compares every λ with the source-only module: the grid needs λ = 1")
     started = time.perf_counter()

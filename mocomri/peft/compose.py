@@ -27,6 +27,9 @@ DEFAULT_GRID = tuple(i / 10 for i in range(11))
 # module's accuracy (a target domain gains only what the source can spare).
 LAMBDA_SCORES = ("mean", "kept", "guarded")
 DEFAULT_GUARD = 0.01  # guarded: the accuracy the guarded sets may lose (one point, the domain bar's tolerance)
+# guarded: a λ's loss on a guarded set judged by the lower end of its paired 95% CI by subject
+# (non-inferiority), or by the point estimate.
+GUARD_BY = ("ci", "estimate")
 
 
 def share_kept(accuracy: Sequence[float], reference: Sequence[float]) -> float:
@@ -51,18 +54,27 @@ def choose_lambda(score: Callable[[float], float], grid: Sequence[float] = DEFAU
 
 
 def choose_lambda_guarded(accuracies: Callable[[float], Sequence[float]], grid: Sequence[float] = DEFAULT_GRID,
-                          guard: float = DEFAULT_GUARD) -> tuple[float, list[dict]]:
-    """The λ of ``grid`` with the best first accuracy among those whose every other accuracy is at
-    most ``guard`` below its value at λ = 1 (the first input module alone); the first of ties.
+                          guard: float = DEFAULT_GUARD, *,
+                          lower_bounds: Callable[[float], Sequence[float]] | None = None) -> tuple[float, list[dict]]:
+    """The λ of ``grid`` with the best first accuracy among those that lose at most ``guard`` on
+    every other set against λ = 1 (the first input module alone); the first of ties.
+
+    A λ loses at most ``guard`` on a set when its accuracy there is at least the reference's minus
+    ``guard`` (``lower_bounds`` None: point estimates), or, given ``lower_bounds``, when the lower
+    end of the confidence interval of its difference from the reference is at least ``−guard``: a
+    non-inferiority test, which does not let a small validation split's noise pass a λ that loses
+    more (choosing the best of many λ favours those whose loss the split underestimates).
 
     Args:
         accuracies: λ -> (accuracy on the set to improve, accuracy on each guarded set, ...).
         grid: the λ values tried; must hold 1, the reference (always allowed).
         guard: the accuracy a guarded set may lose against the reference, e.g. 0.01.
+        lower_bounds: λ -> for each guarded set, the lower confidence bound of
+            ``accuracy(λ) − accuracy(1)`` on it.
 
     Returns:
         ``(λ, [{"lambda": λ, "score": first accuracy, "guarded": [others], "allowed": bool}, ...])``
-        in grid order.
+        in grid order; with ``lower_bounds``, each point also has ``"lower": [bounds]``.
 
     Raises:
         ValueError: an empty grid, a grid without λ = 1, fewer than two accuracies, or a negative guard.
@@ -76,12 +88,18 @@ def choose_lambda_guarded(accuracies: Callable[[float], Sequence[float]], grid: 
     reference = list(accuracies(1.0))
     if len(reference) < 2:
         raise ValueError("the guarded λ score needs a set to improve and at least one set to guard")
-    floors = [r - guard for r in reference[1:]]
     curve = []
     for lam in grid:
         first, *others = (float(a) for a in accuracies(lam))
-        allowed = float(lam) == 1.0 or all(a >= f for a, f in zip(others, floors))
-        curve.append({"lambda": float(lam), "score": first, "guarded": others, "allowed": allowed})
+        point = {"lambda": float(lam), "score": first, "guarded": others}
+        if float(lam) == 1.0:
+            allowed = True
+        elif lower_bounds is None:
+            allowed = all(a >= r - guard for a, r in zip(others, reference[1:]))
+        else:
+            point["lower"] = [float(b) for b in lower_bounds(lam)]
+            allowed = all(b >= -guard for b in point["lower"])
+        curve.append({**point, "allowed": allowed})
     best = max((point for point in curve if point["allowed"]), key=lambda point: point["score"])
     return best["lambda"], curve
 
@@ -115,7 +133,8 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
                   encoder: str | Path | None = None,
                   val_manifest: str | Path | Sequence[str | Path] | None = None,
                   config: Config | None = None, grid: Sequence[float] = DEFAULT_GRID,
-                  lambda_score: str = "mean", guard: float = DEFAULT_GUARD, device: str = "auto") -> ComposeResult:
+                  lambda_score: str = "mean", guard: float = DEFAULT_GUARD, guard_by: str = "ci",
+                  device: str = "auto") -> ComposeResult:
     """Composes module files into ``out`` and writes ``<out>.report.json`` and ``.report.md``.
 
     Args:
@@ -136,6 +155,10 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
             whose accuracy on every other manifest is at most ``guard`` below the first input
             module's (λ = 1), e.g. ``--val TARGET SOURCE`` for an analogy that must keep the source.
         guard: ``guarded``'s tolerance (default one point).
+        guard_by: ``guarded``: ``ci`` (default) allows a λ when the lower end of the paired 95%
+            bootstrap CI (by subject) of its accuracy minus the first module's is at least
+            ``−guard`` on every other manifest (non-inferiority); ``estimate``, when the point
+            estimate is.
         device: for the validation forward passes.
 
     Raises:
@@ -147,6 +170,8 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
         raise PEMError(f"unknown λ score {lambda_score!r}; known: {', '.join(LAMBDA_SCORES)}")
     if lambda_score == "kept" and operation != "add":
         raise PEMError(f"the 'kept' λ score compares a merge with its inputs: it needs add, not {operation}")
+    if guard_by not in GUARD_BY:
+        raise PEMError(f"unknown guard test {guard_by!r}; known: {', '.join(GUARD_BY)}")
     if lambda_score == "guarded":
         if val_manifest is None or isinstance(val_manifest, (str, Path)) or len(val_manifest) < 2:
             raise PEMError("the 'guarded' λ score needs two or more --val manifests: the one to improve first, "
@@ -163,12 +188,13 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
             raise PEMError(f"--lambda auto: {operation} needs --encoder and --val to choose λ on a validation split")
         manifests = [val_manifest] if isinstance(val_manifest, (str, Path)) else list(val_manifest)
         lam, curve = _choose_on_validation(operation, pems, encoder, manifests, config, grid, lambda_score,
-                                           guard, device)
+                                           guard, guard_by, device)
         if lambda_score == "kept":
             score = "smallest share, over the manifests, of the better input module's accuracy kept"
         elif lambda_score == "guarded":
+            judged = "the lower end of its 95% CI" if guard_by == "ci" else "its point estimate"
             score = (f"accuracy on the first manifest, among the λ losing at most {100 * guard:g} point(s) of "
-                     "the first module's accuracy on each other manifest")
+                     f"the first module's accuracy on each other manifest ({judged})")
         else:
             score = "accuracy" if len(manifests) == 1 else "mean accuracy over the manifests"
         validation = {"manifest": ", ".join(map(str, manifests)), "manifest_sha1": ", ".join(file_digest(m) for m in manifests),
@@ -186,8 +212,9 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
 
 def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Path,
                           val_manifests: Sequence[str | Path], config: Config | None, grid: Sequence[float],
-                          lambda_score: str, guard: float, device: str) -> tuple[float, list[dict]]:
+                          lambda_score: str, guard: float, guard_by: str, device: str) -> tuple[float, list[dict]]:
     from mocomri.eval.metrics import classification_metrics
+    from mocomri.peft.compare import accuracy_contrast
     from mocomri.peft.evaluate import module_proba
     from mocomri.peft.inputs import labelled_items, load_base
 
@@ -199,17 +226,23 @@ def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Pa
     classes = heads[0].labels if len(heads) == 1 else None
     sets = [labelled_items(m, base.config, "val", classes) for m in val_manifests]
 
-    @functools.cache  # λ = 0 and 1 serve as the kept score's references and as grid points: one forward pass each
-    def accuracies(lam: float) -> tuple[float, ...]:
+    @functools.cache  # λ = 0 and 1 serve as the references and as grid points: one forward pass each
+    def probas(lam: float) -> tuple:
         module = compose(operation, pems, lam)
-        return tuple(classification_metrics(items.labels, module_proba(module, base, items, device=device))["accuracy"]
-                     for items in sets)
+        return tuple(module_proba(module, base, items, device=device) for items in sets)
+
+    def accuracies(lam: float) -> tuple[float, ...]:
+        return tuple(classification_metrics(items.labels, p)["accuracy"] for items, p in zip(sets, probas(lam)))
+
+    def lower_bounds(lam: float) -> list[float]:
+        return [accuracy_contrast(items.labels, [p, p1], [1, -1], groups=items.subjects)["ci95"][0]
+                for items, p, p1 in zip(sets[1:], probas(lam)[1:], probas(1.0)[1:])]
 
     if lambda_score == "kept":
         reference = [max(pair) for pair in zip(accuracies(0.0), accuracies(1.0))]  # the better input on each set
         return choose_lambda(lambda lam: share_kept(accuracies(lam), reference), grid)
     if lambda_score == "guarded":
-        return choose_lambda_guarded(accuracies, grid, guard)
+        return choose_lambda_guarded(accuracies, grid, guard, lower_bounds=lower_bounds if guard_by == "ci" else None)
     return choose_lambda(lambda lam: sum(accuracies(lam)) / len(sets), grid)
 
 
@@ -222,8 +255,10 @@ def _markdown(report: dict) -> str:
         lines += [f"- λ chosen on the '{validation['split']}' rows of {validation['manifest']} "
                   f"({validation.get('score', 'accuracy')})", "", "| λ | validation score |", "|---|---|"]
         if report["curve"] and "guarded" in report["curve"][0]:
-            lines[-2:] = ["| λ | first manifest | other manifests | allowed |", "|---|---|---|---|"]
+            lines[-2:] = ["| λ | first manifest | other manifests | lower CI end of the loss | allowed |",
+                          "|---|---|---|---|---|"]
             lines += [f"| {p['lambda']:.2f} | {p['score']:.4f} | {', '.join(f'{a:.4f}' for a in p['guarded'])} | "
+                      f"{', '.join(f'{b:+.4f}' for b in p.get('lower', [])) or '—'} | "
                       f"{'yes' if p['allowed'] else 'no'} |" for p in report["curve"]]
         else:
             lines += [f"| {p['lambda']:.2f} | {p['score']:.4f} |" for p in report["curve"]]
