@@ -147,7 +147,6 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     assert main(["peft", "compose", *common, "--analogy", *[str(tmp_path / "a.safetensors")] * 3, "--val", str(manifest),
                  "--lambda-score", "kept", "--out", str(tmp_path / "x.safetensors")]) == 2  # kept: addition only
 
-
     # Guarded: the first set's accuracy among the λ that keep the second within --guard of module a (λ = 1).
     assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
                  "--val", str(manifest), str(swapped), "--lambda-score", "guarded", "--guard", "0.05",
@@ -173,7 +172,8 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     allowed_ci = [i for i, p in enumerate(by_ci["curve"]) if p["allowed"]]
     assert by_ci["lambda"] == (0.0, 0.5, 1.0)[max(allowed_ci, key=lambda i: (first[i], -i))]
     assert "95% CI" in by_ci["validation"]["score"]
-    for bad in (["--val", str(manifest)], ["--val", str(manifest), str(swapped), "--grid", "0,0.5"]):
+    for bad in (["--val", str(manifest)], ["--val", str(manifest), str(swapped), "--grid", "0,0.5"],
+                ["--val", str(manifest), str(swapped), "--guard", "-0.01"]):
         assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
                      *bad, "--lambda-score", "guarded", "--out", str(tmp_path / "x.safetensors")]) == 2
 

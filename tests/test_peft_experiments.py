@@ -125,6 +125,10 @@ def test_peft_experiments__quick_run_writes_every_report_and_resumes(cohort: tup
         run_experiments(args + ["--experiments", "domain", "--domain-lambda", "guarded", "--grid", "0,0.5"])
     with pytest.raises(SystemExit, match="lr"):  # MoCo modules made at another learning rate: not this run's
         run_experiments(args + ["--experiments", "domain", "--moco-lr", "5e-4"])
+    for bad in (["--moco-lr", "0"], ["--guard", "-0.01"]):
+        with pytest.raises(SystemExit) as refused:
+            run_experiments(args + ["--experiments", "domain", *bad])
+        assert refused.value.code == 2
 
 
 def test_peft_experiments__targets_and_rank_reach_every_module(cohort: tuple[Path, Path], tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ class Budget:
     batch_size: int = 32
     moco_batch_size: int = 64
     lr: float = 1e-3  # module and head (AdamW)
-    moco_lr: float = 0.0  # the MoCo modules' own; 0 = lr
+    moco_lr: float | None = None  # the MoCo modules' own; None: lr
     guard: float = DEFAULT_GUARD  # guarded domain λ: the source val accuracy the analogy may lose
     guard_by: str = "ci"  # ... judged by the lower end of its paired 95% CI ("ci") or the point estimate
     finetune_lr: float = 1e-4  # full fine-tuning moves every weight: a smaller step
@@ -133,7 +133,7 @@ class Lab:
         """The module file ``modules/<name>.safetensors``, trained first if it is not on disk."""
         path = self.out / "modules" / f"{name}.safetensors"
         moco = objective == "moco"
-        lr = (self.budget.moco_lr or self.budget.lr) if moco else self.budget.lr
+        lr = self.budget.moco_lr if moco and self.budget.moco_lr is not None else self.budget.lr
         if not path.is_file():
             spec = PEMSpec(kind, targets=self.budget.targets, rank=self.budget.rank,
                            seed=seed if init_seed is None else init_seed)
@@ -456,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(experiments) - set(EXPERIMENTS)) + sorted(set(kinds) - {"lora", "ia3"})
     if unknown:
         parser.error(f"unknown experiment(s) or kind(s): {', '.join(unknown)}")
+    for name, value in (("--lr", args.lr), ("--moco-lr", args.moco_lr)):
+        if value is not None and value <= 0:
+            parser.error(f"{name} {value}: a learning rate must be positive")
+    if args.guard is not None and args.guard < 0:
+        parser.error(f"--guard {args.guard}: the source accuracy the analogy may lose cannot be negative")
     if args.rank is not None and args.rank < 1:
         parser.error(f"--rank {args.rank}: LoRA's rank must be at least 1")
     budget = dataclasses.replace(QUICK if args.quick else Budget(),

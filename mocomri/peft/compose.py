@@ -164,7 +164,8 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
     Raises:
         PEMError: incompatible modules (naming the files and field), λ to choose without
             ``encoder`` and ``val_manifest``, an unknown ``lambda_score`` (or ``kept`` for
-            another operation than addition, ``guarded`` with one manifest or a grid without 1).
+            another operation than addition, ``guarded`` with one manifest, a grid without 1 or a
+            negative ``guard``).
     """
     if lambda_score not in LAMBDA_SCORES:
         raise PEMError(f"unknown λ score {lambda_score!r}; known: {', '.join(LAMBDA_SCORES)}")
@@ -172,6 +173,8 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
         raise PEMError(f"the 'kept' λ score compares a merge with its inputs: it needs add, not {operation}")
     if guard_by not in GUARD_BY:
         raise PEMError(f"unknown guard test {guard_by!r}; known: {', '.join(GUARD_BY)}")
+    if guard < 0:
+        raise PEMError(f"--guard {guard}: the accuracy a guarded manifest may lose cannot be negative")
     if lambda_score == "guarded":
         if val_manifest is None or isinstance(val_manifest, (str, Path)) or len(val_manifest) < 2:
             raise PEMError("the 'guarded' λ score needs two or more --val manifests: the one to improve first, "
