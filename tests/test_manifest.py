@@ -17,6 +17,7 @@ from mocomri.data.manifest import (
     ManifestRow,
     assign_splits,
     audit,
+    carve_by_subject,
     read_label_table,
     read_manifest,
     scan_bids,
@@ -25,6 +26,7 @@ from mocomri.data.manifest import (
     scan_root,
     write_manifest,
 )
+from mocomri.data.manifest.splits import SplitError, check_split
 from mocomri.data.synthetic import make_cohort
 from mocomri.errors import DataError
 
@@ -311,3 +313,57 @@ def test_shipped_ixi_manifest__resolves_from_the_repo_root():
     assert len(manifest) == 10
     assert all(manifest.abspath(r).is_file() for r in manifest.rows)
     assert {r.modality for r in manifest.rows} == {"T1w"}
+
+
+# --- splits that hold what was asked ---------------------------------------------------------
+
+
+def _uneven_rows(big: int, small: int, labels=("a", "b")) -> list[ManifestRow]:
+    """One subject of ``big`` rows, then ``small`` subjects of one row each, labels alternating."""
+    rows = [ManifestRow(path=f"big_{i}.png", subject="big", modality="T1w", label=labels[0], split="")
+            for i in range(big)]
+    rows += [ManifestRow(path=f"s{i}.png", subject=f"s{i}", modality="T1w", label=labels[i % len(labels)], split="")
+             for i in range(small)]
+    return rows
+
+
+def test_carve_by_subject__shares_of_files_not_of_subjects():
+    # 10 subjects of 10 files and 40 of 1: a fifth of the subjects can be anywhere from 10 to 100
+    # files; a fifth of the files is 28 of 140.
+    rows = [ManifestRow(path=f"{s}_{i}.png", subject=f"L{s}", modality="T1w", label="x", split="")
+            for s in range(10) for i in range(10)]
+    rows += [ManifestRow(path=f"s{s}.png", subject=f"s{s}", modality="T1w", label="x", split="") for s in range(40)]
+    for seed in range(5):
+        kept, carved = carve_by_subject(rows, 0.2, seed)
+        assert abs(len(carved) - 28) <= 5, (seed, len(carved))
+        assert not {rows[i].subject for i in kept} & {rows[i].subject for i in carved}
+
+
+def test_assign_splits__a_subject_holding_most_files_is_a_split_error():
+    with pytest.raises(SplitError, match=r"the test split holds \d+\.\d% of the files .* asked 20%.*'big', holds 90 files"):
+        assign_splits(_uneven_rows(90, 10), val_fraction=0.1, test_fraction=0.2)
+
+
+def test_check_split__a_missing_label_with_enough_subjects_is_named():
+    rows = _uneven_rows(1, 20)  # labels a and b, 10 subjects each
+    carved = [i for i, r in enumerate(rows) if r.label == "a"][:4]
+    with pytest.raises(SplitError, match=r"the test split holds no 'b' although 10 subjects have it"):
+        check_split(rows, carved, 4 / 21, "test")
+
+
+def test_manifest_command__a_split_that_misses_its_share_exits_2_and_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "flat"
+    root.mkdir()
+    pixels = np.zeros((8, 8), dtype=np.uint8)
+    names = [f"big_{i:02d}" for i in range(40)] + [f"s{i:02d}" for i in range(10)]
+    for name in names:
+        Image.fromarray(pixels + len(name)).save(root / f"{name}.png")
+    table = tmp_path / "labels.csv"
+    table.write_text("subject,label\nbig,a\n" + "".join(f"s{i:02d},{'ab'[i % 2]}\n" for i in range(10)))
+    out = tmp_path / "m.csv"
+    code = cli_main(["manifest", "--root", str(root), "--out", str(out), "--layout", "flat", "--labels", str(table),
+                     "--near-threshold", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith("mocomri manifest: error: the test split holds") and "'big', holds 40 files" in err[0]
+    assert not out.exists()

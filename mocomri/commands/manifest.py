@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 
 
+def _threshold(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of bits (0-63, -1 to skip), got {text!r}") from None
+    if not -1 <= value < 64:
+        raise argparse.ArgumentTypeError(f"{value} must be 'auto', -1 (skip) or a number of bits in 0-63")
+    return value
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "manifest",
@@ -32,10 +44,12 @@ def register(subparsers) -> None:
     parser.add_argument("--keep-unreadable", action="store_true", help="keep rows whose file cannot be decoded")
     parser.add_argument("--no-decode", action="store_true", help="hash only; do not decode every file")
     parser.add_argument("--cache-config", help="a config YAML: fill its preprocessing cache during the audit pass")
-    parser.add_argument("--near-threshold", type=int, default=6,
-                        help="near-duplicates of 2D images: perceptual-hash distance in bits of 64 (default 6; -1 skips the pass)")
-    parser.add_argument("--near-threshold-3d", type=int, default=2,
-                        help="the same for NIfTI volumes, on their 3D hash (default 2)")
+    parser.add_argument("--near-threshold", type=_threshold, default="auto",
+                        help="near-duplicates of 2D images: perceptual-hash distance in bits of 64 (default: auto, "
+                        "the largest up to 6 whose groups do not chain across the set when they become the "
+                        "pseudo-subjects; -1 skips the pass)")
+    parser.add_argument("--near-threshold-3d", type=_threshold, default="auto",
+                        help="the same for NIfTI volumes, on their 3D hash (default: auto, up to 2)")
     parser.add_argument("--keep-split-folders", action="store_true",
                         help="keep the set's split folders even when near-duplicates cross them "
                         "(default: re-split by pseudo-subject when the set has no patient ids)")
@@ -58,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.root, args.layout, labels, args.modality,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, unlabeled=args.unlabeled,
         drop_duplicates=not args.keep_duplicates, drop_unreadable=not args.keep_unreadable, decode=not args.no_decode,
-        load=load, near_threshold=None if args.near_threshold < 0 else args.near_threshold,
+        load=load, near_threshold=None if args.near_threshold == -1 else args.near_threshold,
         near_threshold_3d=args.near_threshold_3d,
         keep_split_folders=args.keep_split_folders, progress=True,
     )

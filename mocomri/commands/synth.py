@@ -22,8 +22,13 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder (the BIDS root)")
     parser.add_argument("--subjects", type=int, default=200, help="number of subjects (default 200)")
     parser.add_argument("--modalities", default="T1w,T2w,FLAIR", help="comma-separated: T1w,T2w,FLAIR,PD")
-    parser.add_argument("--shape", type=_ints, default=(64, 64, 48), help="voxels X,Y,Z (default 64,64,48 = 3 mm)")
+    parser.add_argument("--shape", type=_ints, default=None,
+                        help="voxels X,Y,Z (default 64,64,48 = 3 mm; with --slices 64,64,96)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slices", action="store_true",
+                        help="write the cohort the way public 2D slice sets are published instead: adjacent axial "
+                        "T1w slices of each subject as JPEG in train/ and test/ class folders, some saved twice, "
+                        "no subject ids; truth.csv beside them keeps each file's subject (default shape 64,64,96)")
     parser.set_defaults(func=run)
 
 
@@ -33,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
     try:
-        root = make_cohort(args.out, subjects=args.subjects, modalities=modalities, shape=args.shape,
+        if args.slices:
+            from mocomri.data.synthetic_slices import TRUTH_FILE, make_slice_set
+
+            root = make_slice_set(args.out, subjects=args.subjects, shape=args.shape or (64, 64, 96),
+                                  seed=args.seed, progress=True)
+            n = sum(1 for _ in root.rglob("*.jpg"))
+            print(f"wrote {n} slices of {args.subjects} subjects to {root} (subjects in {root / TRUTH_FILE})")
+            return 0
+        root = make_cohort(args.out, subjects=args.subjects, modalities=modalities, shape=args.shape or (64, 64, 48),
                            seed=args.seed, progress=True)
     except ValueError as e:
         raise DataError(str(e)) from e

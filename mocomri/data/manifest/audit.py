@@ -81,11 +81,12 @@ class AuditReport:
                 "  note: no patient ids; each image is its own subject, so splits cannot keep two images "
                 "of one patient together (scores may be optimistic)"
             )
-        lines.append(f"  {'split':<10} {'rows':>6} {'subjects':>9}  labels")
+        lines.append(f"  {'split':<10} {'files':>6} {'share':>6} {'subjects':>9}  labels")
         for split in [s for s in SPLITS if s in m.counts("split")]:
             part = m.select(split)
             labels = ", ".join(f"{k or '(none)'} {v}" for k, v in sorted(part.counts("label").items()))
-            lines.append(f"  {split:<10} {len(part):>6} {len(part.subjects()):>9}  {labels}")
+            share = f"{len(part) / len(m):.1%}"
+            lines.append(f"  {split:<10} {len(part):>6} {share:>6} {len(part.subjects()):>9}  {labels}")
         modalities = ", ".join(f"{k} {v}" for k, v in sorted(m.counts("modality").items()))
         lines.append(f"  modalities: {modalities}")
         if not self.decoded:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,9 @@ from mocomri.data.manifest.near_duplicates import (
     DEFAULT_THRESHOLD,
     DEFAULT_THRESHOLD_3D,
     NearDuplicates,
+    PercolationError,
+    choose_threshold,
+    largest_group_limit,
     phash_2d,
     phash_3d,
 )
@@ -41,6 +44,7 @@ class NearDuplicateReport:
         resplit: True when those folders were replaced by splits made by pseudo-subject.
         unhashed: rows that could not be hashed (path, reason).
         pairs_across_splits: near-duplicate pairs whose two rows ended in different splits.
+        chosen: for each kind whose threshold was chosen from the data, why that one.
     """
 
     threshold: str
@@ -51,14 +55,16 @@ class NearDuplicateReport:
     resplit: bool
     unhashed: list[tuple[str, str]]
     pairs_across_splits: Counter
+    chosen: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         groups = self.found.groups()
         n_in = sum(len(g) for g in groups)
         sizes = ", ".join(f"{k}: {v}" for k, v in self.found.size_histogram().items() if v)
         lines = [f"near-duplicates (perceptual hash, Hamming distance <= {self.threshold} of 64 bits): "
-                 f"{len(self.found.pairs)} pairs, {len(groups)} groups holding {n_in} of {len(self.hashed_rows)} files",
-                 f"  group sizes (files per group: groups): {sizes}"]
+                 f"{len(self.found.pairs)} pairs, {len(groups)} groups holding {n_in} of {len(self.hashed_rows)} files"]
+        lines += [f"  {line}" for line in self.chosen]
+        lines.append(f"  group sizes (files per group: groups): {sizes}")
         if groups:
             largest = groups[0]
             lines.append(f"  largest group: {len(largest)} files, e.g. "
@@ -122,6 +128,48 @@ def perceptual_hash(path: Path) -> int:
     return phash_3d(load_scan(path).array)
 
 
+AUTO = "auto"
+_HIGHEST = {"2d": DEFAULT_THRESHOLD, "3d": DEFAULT_THRESHOLD_3D}
+
+
+def _by_dim(thresholds: dict[str, int]) -> dict[str, int]:
+    return {kind.split(":")[0]: t for kind, t in thresholds.items()}
+
+
+def _thresholds(hashes: list[int], kinds: list[str], given: dict[str, int | str], pseudo: bool) -> tuple[dict[str, int], list[str]]:
+    """The threshold of each kind (``"2d:T1w"``...): chosen from the data where ``given`` says ``"auto"``.
+
+    Only where the groups are to become the subjects (``pseudo``) does percolation matter: then
+    ``"auto"`` is chosen from the data, and a threshold the user gave is honoured, but a group that
+    swallows more than its share of the set is an error (it makes a useless split and empties the
+    queue of negatives). With patient ids, ``"auto"`` is the default threshold: the groups only
+    report near pairs across subjects.
+    """
+    thresholds, chosen = {}, []
+    for dim in sorted({k.split(":")[0] for k in kinds}):
+        index = [i for i, k in enumerate(kinds) if k.startswith(dim)]
+        dim_hashes, dim_kinds = [hashes[i] for i in index], [kinds[i] for i in index]
+        if given[dim] == AUTO and not pseudo:
+            t = _HIGHEST[dim]
+        elif given[dim] == AUTO:
+            choice = choose_threshold(dim_hashes, dim_kinds, highest=_HIGHEST[dim])
+            t = choice.threshold
+            chosen.append(f"threshold {t} for {dim.upper()} chosen from the data: {choice.reason()}")
+        else:
+            t = int(given[dim])
+            if pseudo:
+                largest = NearDuplicates.from_hashes(dim_hashes, t, dim_kinds).largest()
+                if largest > largest_group_limit(len(index)):
+                    raise PercolationError(
+                        f"at --near-threshold{'-3d' if dim == '3d' else ''} {t} one near-duplicate group holds "
+                        f"{largest} of {len(index)} files ({largest / len(index):.0%}), more than one patient can: "
+                        "give patient ids (--labels FILE --id-column COLUMN), a lower threshold (or leave it out "
+                        "to choose one from the data), or keep the set's folders (--keep-split-folders)"
+                    )
+        thresholds.update({k: t for k in set(dim_kinds)})
+    return thresholds, chosen
+
+
 def _subjects_are_images(rows: list[ManifestRow]) -> bool:
     counts = Counter(r.subject for r in rows)
     return bool(rows) and all(counts[r.subject] == 1 and r.subject == _strip_scan_suffix(r.path) for r in rows)
@@ -140,8 +188,8 @@ def build_manifest(
     drop_unreadable: bool = True,
     decode: bool = True,
     load: Callable[[Path], object] | None = None,
-    near_threshold: int | None = DEFAULT_THRESHOLD,
-    near_threshold_3d: int = DEFAULT_THRESHOLD_3D,
+    near_threshold: int | str | None = AUTO,
+    near_threshold_3d: int | str = AUTO,
     keep_split_folders: bool = False,
     progress: bool = False,
 ) -> BuildResult:
@@ -160,14 +208,20 @@ def build_manifest(
         drop_unreadable: drop rows whose file cannot be decoded.
         decode: decode every file in the audit.
         load: the audit's decoder (e.g. a cache's ``get``, to fill it in the same pass).
-        near_threshold: the near-duplicate threshold for 2D images, in bits of 64; None skips the pass.
+        near_threshold: the near-duplicate threshold for 2D images, in bits of 64; ``"auto"`` chooses
+            it from the data (:func:`~.near_duplicates.choose_threshold`, up to 6); None skips the pass.
             Scans are compared with scans of the same modality only.
-        near_threshold_3d: the same for NIfTI volumes (their 3D hash).
+        near_threshold_3d: the same for NIfTI volumes (their 3D hash; ``"auto"``: up to 2).
         keep_split_folders: keep the set's split folders even when near-duplicates cross them.
         progress: tqdm bars.
 
     Returns:
         The :class:`BuildResult` (``str()`` is the printable report).
+
+    Raises:
+        PercolationError: the set has no patient ids and, at a threshold given, one near-duplicate
+            group holds more than :func:`~.near_duplicates.largest_group_limit` files.
+        SplitError: a split misses its share of the files or a label (see :func:`.assign_splits`).
     """
     from tqdm import tqdm
 
@@ -193,11 +247,10 @@ def build_manifest(
                 kinds.append(("2d" if file_kind(root / row.path) == "image2d" else "3d") + ":" + row.modality)
             except (DataError, OSError) as e:
                 unhashed.append((row.path, str(e)))
-        thresholds = {k: near_threshold if k.startswith("2d") else near_threshold_3d for k in set(kinds)}
-        found = NearDuplicates.from_hashes(hashes, kinds=kinds, thresholds=thresholds)
-        dims = {k.split(":")[0] for k in kinds}
-        threshold = ", ".join(f"{t} ({k.upper()})" for k, t in (("2d", near_threshold), ("3d", near_threshold_3d)) if k in dims)
         pseudo = _subjects_are_images(hashed)
+        thresholds, chosen = _thresholds(hashes, kinds, {"2d": near_threshold, "3d": near_threshold_3d}, pseudo)
+        found = NearDuplicates.from_hashes(hashes, kinds=kinds, thresholds=thresholds)
+        threshold = ", ".join(f"{t} ({k.upper()})" for k, t in sorted(_by_dim(thresholds).items()))
         leaked = sum(1 for i, j, _ in found.pairs.tolist()
                      if hashed[i].split and hashed[j].split and hashed[i].split != hashed[j].split)
         resplit = False
@@ -211,7 +264,8 @@ def build_manifest(
                     for r in rows]
             if resplit and val_fraction is None:
                 val_fraction = 0.1
-        near = NearDuplicateReport(threshold or str(near_threshold), found, hashed, pseudo, leaked, resplit, unhashed, Counter())
+        near = NearDuplicateReport(threshold or str(near_threshold), found, hashed, pseudo, leaked, resplit, unhashed,
+                                   Counter(), chosen)
     kept_splits = any(r.split for r in rows)
     val = val_fraction if val_fraction is not None else (0.0 if kept_splits else 0.1)
     rows = assign_splits(rows, val_fraction=val, test_fraction=test_fraction, seed=seed,

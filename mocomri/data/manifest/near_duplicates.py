@@ -16,6 +16,13 @@ Groups are the connected components of the graph whose edges join scans within t
 patient's neighbouring slices and re-saved copies then fall into one group, and splits made by
 group keep them on one side. The threshold's validation (pairs shown side by side, and how often
 scans of *different* known subjects fall under it) is in ``BENCHMARKS.md``.
+
+Connected components percolate: in a set whose slices are registered to one template (OASIS
+exports), the same level of two patients is as close as two neighbouring slices of one, and at a
+threshold that suits another set the pairs chain into one group holding nearly every file. So no
+single threshold serves every set: :func:`choose_threshold` takes, per set, the largest threshold
+up to the default whose largest group stays within :func:`largest_group_limit` files, the point
+below which groups may merge a few patients but never swallow the set.
 """
 
 from __future__ import annotations
@@ -34,6 +41,16 @@ HASH_BITS = 64
 # and re-saved copies of one scan are within 2 (the measured rates are in BENCHMARKS.md).
 DEFAULT_THRESHOLD = 6
 DEFAULT_THRESHOLD_3D = 2
+# A group may hold at most this share of the files (and always MIN_GROUP_LIMIT files): a pseudo-
+# subject bigger than that is patients chained together, and it would break the split's shares
+# and same-subject masking. 5 % keeps the brain-tumour set's groups at 6 bits (largest 3.9 %)
+# and stops the chain that holds 97 % of an OASIS slice set at 6 bits (and 62 % at 4).
+MAX_GROUP_SHARE = 0.05
+MIN_GROUP_LIMIT = 10
+
+
+class PercolationError(DataError):
+    """Near-duplicate groups chained into one group holding a large share of the set."""
 
 
 def phash_2d(path: str | Path) -> int:
@@ -123,9 +140,6 @@ class NearDuplicates:
                 never compared. None: all one kind.
             thresholds: a threshold per kind, overriding ``threshold``.
         """
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         kinds = kinds or ["all"] * len(hashes)
         thresholds = thresholds or {}
         pairs = []
@@ -137,10 +151,21 @@ class NearDuplicates:
             found = hamming_pairs([hashes[i] for i in index], t)
             pairs.append(np.stack([index[found[:, 0]], index[found[:, 1]], found[:, 2]], 1) if len(found) else found)
         pairs = np.concatenate(pairs) if pairs else np.zeros((0, 3), dtype=np.int64)
-        n = len(hashes)
+        return cls.from_pairs(pairs, len(hashes))
+
+    @classmethod
+    def from_pairs(cls, pairs: np.ndarray, n: int) -> NearDuplicates:
+        """The groups (connected components) of ``n`` scans joined by ``pairs`` rows ``(i, j, distance)``."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         _, group = connected_components(graph, directed=False)
         return cls(pairs, group)
+
+    def largest(self) -> int:
+        """The number of scans in the largest group (1 when nothing is near anything)."""
+        return int(np.bincount(self.group).max()) if len(self.group) else 0
 
     def groups(self) -> list[list[int]]:
         """The groups of two or more scans, largest first."""
@@ -160,3 +185,62 @@ class NearDuplicates:
                    else "6-10" if size <= 10 else "11-50" if size <= 50 else ">50")
             bins[key] += count
         return bins
+
+
+def largest_group_limit(n_files: int) -> int:
+    """The most files one near-duplicate group of a set of ``n_files`` may hold before it counts as chained."""
+    return max(MIN_GROUP_LIMIT, int(np.ceil(MAX_GROUP_SHARE * n_files)))
+
+
+@dataclass
+class ThresholdChoice:
+    """A near-duplicate threshold chosen from the data, and why.
+
+    Attributes:
+        threshold: the threshold chosen, in bits of 64.
+        largest: the largest group's size at each threshold tried.
+        limit: the most files a group may hold (:func:`largest_group_limit`).
+        n_files: the files hashed.
+    """
+
+    threshold: int
+    largest: dict[int, int]
+    limit: int
+    n_files: int
+
+    def reason(self) -> str:
+        above = [t for t in sorted(self.largest) if t > self.threshold and self.largest[t] > self.limit]
+        why = f"its largest group holds {self.largest[self.threshold]} files"
+        if above:
+            t = above[0]
+            why += (f"; at {t} bits one group would hold {self.largest[t]} of {self.n_files} files "
+                    f"({self.largest[t] / self.n_files:.0%}): neighbouring images chain across patients")
+        return (f"the largest threshold up to {max(self.largest)} whose largest group stays within {self.limit} files "
+                f"({MAX_GROUP_SHARE:.0%} of {self.n_files}); {why}")
+
+
+def choose_threshold(hashes: list[int], kinds: list[str] | None = None, highest: int = DEFAULT_THRESHOLD) -> ThresholdChoice:
+    """The largest threshold in ``0..highest`` whose groups do not percolate.
+
+    Every threshold from ``highest`` down is tried on the pairs found once at ``highest``; the
+    first whose largest group holds at most :func:`largest_group_limit` files is chosen.
+
+    Args:
+        hashes: one 64-bit hash per scan.
+        kinds: the kind of each hash (never compared across kinds); None: all one kind.
+        highest: the largest threshold considered.
+
+    Raises:
+        PercolationError: even identical hashes form a group above the limit (e.g. many blank images).
+    """
+    found = NearDuplicates.from_hashes(hashes, highest, kinds)
+    limit = largest_group_limit(len(hashes))
+    largest = {}
+    for t in range(highest, -1, -1):
+        largest[t] = NearDuplicates.from_pairs(found.pairs[found.pairs[:, 2] <= t], len(hashes)).largest()
+        if largest[t] <= limit:
+            return ThresholdChoice(t, dict(sorted(largest.items())), limit, len(hashes))
+    raise PercolationError(
+        f"{largest[0]} of {len(hashes)} files share one perceptual hash (above the {limit} a subject may hold): "
+        "blank or constant images? Remove them, or give patient ids (--labels FILE --id-column COLUMN)"
+    )
