@@ -123,3 +123,24 @@ def test_build_manifest__patient_ids_are_kept(tmp_path):
     result = build_manifest(root, decode=False)
     assert not result.near.pseudo_subjects
     assert {r.subject for r in result.manifest.rows} == {f"{i:03d}" for i in range(1, 5)}
+
+
+def test_choose_threshold__the_largest_below_the_chain_that_swallows_the_set():
+    from mocomri.data.manifest.near_duplicates import choose_threshold, largest_group_limit
+
+    # A chain of 30 hashes, each 2 bits from the next (a run of similar slices across patients),
+    # 15 copies 4 bits from their originals, and 200 far-apart originals: 245 files, limit 13.
+    rng = np.random.default_rng(1)
+    chain = [0]
+    for step in range(29):
+        chain.append(chain[-1] ^ (0b11 << (2 * step)))
+    singles = [int(h) for h in rng.integers(1 << 40, 1 << 62, 200, dtype=np.int64)]
+    copies = [h ^ 0b1111 for h in singles[:15]]
+    hashes = chain + singles + copies
+    assert largest_group_limit(len(hashes)) == 13
+    choice = choose_threshold(hashes, highest=6)
+    # at 2 the chain is one group of 30 > 13, at 0 nothing is grouped: 0; copies (4 bits) wait for 4
+    assert choice.threshold == 0 and choice.largest[2] == 30 and choice.largest[6] >= 30
+    assert f"at 2 bits one group would hold 30 of {len(hashes)} files" in choice.reason()
+    # without the chain, the copies group at 4 and nothing chains up to 6
+    assert choose_threshold(singles + copies, highest=6).threshold == 4

@@ -239,7 +239,12 @@ def choose_threshold(hashes: list[int], kinds: list[str] | None = None, highest:
     for t in range(highest, -1, -1):
         largest[t] = NearDuplicates.from_pairs(found.pairs[found.pairs[:, 2] <= t], len(hashes)).largest()
         if largest[t] <= limit:
-            return ThresholdChoice(t, dict(sorted(largest.items())), limit, len(hashes))
+            # Reported as the largest distance it admits: pHashes with 32 bits set differ in an
+            # even number of bits, so 5 groups as 4 does, and "4" is what a user should pass.
+            within = found.pairs[found.pairs[:, 2] <= t, 2]
+            t_used = int(within.max()) if len(within) else 0
+            tried = {k: v for k, v in largest.items() if k > t} | {t_used: largest[t]}
+            return ThresholdChoice(t_used, dict(sorted(tried.items())), limit, len(hashes))
     raise PercolationError(
         f"{largest[0]} of {len(hashes)} files share one perceptual hash (above the {limit} a subject may hold): "
         "blank or constant images? Remove them, or give patient ids (--labels FILE --id-column COLUMN)"
