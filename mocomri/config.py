@@ -56,6 +56,11 @@ class MocoConfig:
     proj_dim: int = 128
     proj_hidden_dim: int = 2048
     mask_same_subject: bool = True  # slices of one subject are not negatives of each other
+    # With masking, the largest expected share of the queue it may remove (Σ p_s² over the masked
+    # subjects, mocomri.train.masking): above it the largest subjects are left unmasked, and the
+    # run says so. 20 or more balanced subjects are all masked; a (pseudo-)subject holding 97 %
+    # of the items (all masked: 0.94 of the queue gone, and the run collapsed) is not.
+    mask_max_share: float = 0.05
     shuffle_bn: str = "auto"  # "auto" | "ddp" | "split" | "none"
     bn_splits: int = 8  # sub-batches for split-BN on a single device
 
@@ -69,6 +74,7 @@ class MocoConfig:
         check.at_least("moco.proj_hidden_dim", self.proj_hidden_dim, 1)
         check.choice("moco.shuffle_bn", self.shuffle_bn, ("auto", "ddp", "split", "none"))
         check.at_least("moco.bn_splits", self.bn_splits, 1)
+        check.in_range("moco.mask_max_share", self.mask_max_share, 0.0, 1.0)
 
 
 @dataclass
@@ -105,14 +111,21 @@ class TrainConfig:
     checkpoint_every_steps: int = 200
     keep_checkpoints: int = 2
     compile: bool = False
+    # Collapse: the embeddings' spread (mocomri.train.monitors.embedding_spread, about 1 when
+    # spread out) below collapse_spread at every log step for collapse_patience_steps steps
+    # stops the run, unless stop_on_collapse is false (then it only warns). The patience is in
+    # steps, not log steps, and long: the 3D patch recipe (configs/ixi185_3d_patches.yaml)
+    # outlives an early dip of several hundred steps (BENCHMARKS.md, "What the loss shows").
+    collapse_spread: float = 0.2
+    collapse_patience_steps: int = 1000
+    stop_on_collapse: bool = True
 
     def validate(self) -> None:
         import re
 
         check.at_least("train.batch_size", self.batch_size, 1)
         check.at_least("train.max_steps", self.max_steps, 0)
-        if self.max_steps == 0:
-            check.positive("train.epochs", self.epochs)
+        check.positive("train.epochs", self.epochs)  # even when max_steps overrides it
         check.at_least("train.time_budget_min", self.time_budget_min, 0.0)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"train.device={self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -122,19 +135,23 @@ class TrainConfig:
             raise ConfigError("train.out_dir is empty: name the run directory")
         check.at_least("train.checkpoint_every_steps", self.checkpoint_every_steps, 1)
         check.at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
+        check.at_least("train.collapse_spread", self.collapse_spread, 0.0)
+        check.at_least("train.collapse_patience_steps", self.collapse_patience_steps, 0)
 
 
 @dataclass
 class LogConfig:
     every_steps: int = 10
     tensorboard: bool = True
-    knn_monitor: bool = True  # kNN accuracy each epoch when the manifest has labels
+    knn_monitor: bool = True  # kNN accuracy when the manifest has labels: at step 0, every knn_every_steps and at the end
+    knn_every_steps: int = 1000
     knn_k: int = 20
-    knn_max_items: int = 2000
+    knn_max_items: int = 1000  # items per side (train, val or test), a fixed random sample
     progress: bool = True
 
     def validate(self) -> None:
         check.at_least("log.every_steps", self.every_steps, 1)
+        check.at_least("log.knn_every_steps", self.knn_every_steps, 1)
         check.at_least("log.knn_k", self.knn_k, 1)
         check.at_least("log.knn_max_items", self.knn_max_items, 1)
 

@@ -105,6 +105,9 @@ BAD_VALUES = [
     ("train.device=gpu", "train.device"), ("train.channels_last=maybe", "train.channels_last"),
     ("train.checkpoint_every_steps=0", "train.checkpoint_every_steps"), ("train.keep_checkpoints=0", "train.keep_checkpoints"),
     ("log.every_steps=0", "log.every_steps"), ("log.knn_k=0", "log.knn_k"), ("log.knn_max_items=0", "log.knn_max_items"),
+    ("log.knn_every_steps=0", "log.knn_every_steps"), ("moco.mask_max_share=1.5", "moco.mask_max_share"),
+    ("moco.mask_max_share=-0.1", "moco.mask_max_share"), ("train.collapse_spread=-1", "train.collapse_spread"),
+    ("train.collapse_patience_steps=-1", "train.collapse_patience_steps"), ("train.stop_on_collapse=maybe", "train.stop_on_collapse"),
     ("data.patch_size=4", "data.patch_size"), ("data.slice_axis=3", "data.slice_axis"),
     ("data.min_foreground=1.5", "data.min_foreground"), ("data.crop_margin=-1", "data.crop_margin"),
     ("data.foreground_threshold=1", "data.foreground_threshold"), ("data.kind=voxels", "data.kind"),
@@ -125,6 +128,21 @@ def test_load_config__every_constrained_value_is_checked_at_load_naming_its_key(
     message = str(caught.value)
     assert message.startswith(key) or f"'{key}" in message or key in message.split(":")[0]
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("epochs", ["-1", "0"])
+def test_load_config__non_positive_epochs_is_an_error_even_with_max_steps(epochs):
+    with pytest.raises(ConfigError, match=r"^train\.epochs"):
+        load_config(None, [f"train.epochs={epochs}", "train.max_steps=100"])
+
+
+def test_load_config__masking_collapse_and_knn_keys_default_and_override():
+    default = load_config(None)
+    assert (default.moco.mask_max_share, default.train.collapse_patience_steps, default.train.stop_on_collapse) == (0.05, 1000, True)
+    cfg = load_config(None, ["moco.mask_max_share=0.5", "train.collapse_spread=0.1", "train.collapse_patience_steps=0",
+                             "train.stop_on_collapse=false", "log.knn_every_steps=50"])
+    assert cfg.moco.mask_max_share == 0.5 and cfg.train.collapse_spread == 0.1
+    assert cfg.train.collapse_patience_steps == 0 and cfg.train.stop_on_collapse is False and cfg.log.knn_every_steps == 50
 
 
 def test_load_config__norm_names_the_key_and_its_choices():

@@ -48,6 +48,14 @@ def test_build_pretrain_dataset__items_are_working_images_with_ids(manifest, cfg
     assert item["subject"].dtype == torch.int64
 
 
+def test_build_pretrain_dataset__item_subjects_match_the_ids_items_carry(manifest, cfg):
+    dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
+    assert dataset.item_subjects == [manifest.rows[r].subject for r in dataset.item_rows]
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    assert [dataset.subjects[i] for i in batch["subject"].tolist()] == dataset.item_subjects
+    assert len(set(dataset.item_subjects)) == 4  # every subject's slices are items
+
+
 def test_build_pretrain_dataset__a_batch_gives_two_different_views(manifest, cfg):
     dataset = build_pretrain_dataset(manifest, cfg, AugmentConfig(), progress=False)
     batch = dataset.__getitems__([(0, 11), (5, 12), (3, 13)])

@@ -1,7 +1,9 @@
-"""The pretraining engine end to end on a tiny synthetic cohort: outputs, resume after SIGKILL, NaN stop, DDP."""
+"""The pretraining engine end to end on a tiny synthetic cohort: outputs, resume after SIGKILL, NaN
+and collapse stops, the same-subject masking check, DDP."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -31,6 +33,25 @@ def cohort_manifest(tmp_path_factory) -> Path:
     manifest = root / "manifest.csv"
     assert cli_main(["manifest", "--root", str(root), "--out", str(manifest)]) == 0
     return manifest
+
+
+@pytest.fixture(scope="module")
+def one_subject_manifest(cohort_manifest) -> Path:
+    """The cohort's manifest with every train subject but one merged into one pseudo-subject."""
+    with cohort_manifest.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    train = sorted({r["subject"] for r in rows if r["split"] == "train"})
+    assert len(train) >= 5
+    for r in rows:
+        if r["split"] == "train" and r["subject"] != train[0]:
+            r["subject"] = "near-duplicates-1"
+    path = cohort_manifest.with_name("manifest_one_subject.csv")  # beside it: the paths stay valid
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def tiny_config(tmp_path: Path, manifest: Path, **overrides: object) -> Path:
@@ -71,7 +92,7 @@ def _pretrain_cmd(cfg: Path, *extra: str) -> list[str]:
 def test_pretrain__writes_run_directory(tmp_path, cohort_manifest):
     from mocomri.train.pretrain import pretrain
 
-    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=6, log__knn_monitor=True))
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=6, log__knn_monitor=True, log__knn_every_steps=4))
     result = pretrain(cfg)
     run = Path(cfg.train.out_dir)
     assert result.steps == 6
@@ -87,9 +108,10 @@ def test_pretrain__writes_run_directory(tmp_path, cohort_manifest):
     assert ckpt["step"] == 6 and ckpt["config"]["train"]["max_steps"] == 6
     assert {"queue.keys", "queue.subjects", "queue.ptr"} <= set(ckpt["model"])
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
-    # the kNN monitor measures the encoder as initialised (step 0) before the epochs' kNN
+    # the kNN monitor measures the encoder as initialised (step 0), every log.knn_every_steps and at the end
     monitor = read_metrics(run / "metrics.jsonl", kind="monitor")
-    assert monitor[0]["step"] == 0 and 0.0 <= monitor[0]["knn_acc"] <= 1.0
+    assert [r["step"] for r in monitor] == [0, 4, 6]
+    assert all(0.0 <= r["knn_acc"] <= 1.0 for r in monitor)
 
 
 def test_pretrain__resume_after_sigkill_matches_uninterrupted(tmp_path, cohort_manifest):
@@ -114,7 +136,8 @@ def test_pretrain__resume_after_sigkill_matches_uninterrupted(tmp_path, cohort_m
     assert "resuming from" in out.stdout
     ref = {r["step"]: r["loss"] for r in read_metrics(ref_dir / "run" / "metrics.jsonl", kind="train")}
     cut = {r["step"]: r["loss"] for r in read_metrics(cut_dir / "run" / "metrics.jsonl", kind="train")}
-    assert sorted(cut) == sorted(ref) == list(range(2, 25, 2))
+    assert sorted(cut) == sorted(ref)
+    assert set(range(2, 25, 2)) <= set(ref)  # and each epoch's end
     for step in ref:
         assert cut[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-6), step
     a = torch.load(ref_dir / "run" / "encoder.pt", weights_only=True)
@@ -155,7 +178,8 @@ def test_pretrain__cli_reports_unknown_config_key(tmp_path, cohort_manifest, cap
 
 def test_pretrain__two_process_ddp_gloo(tmp_path, cohort_manifest):
     cfg = tiny_config(tmp_path, cohort_manifest, train__max_steps=4, train__batch_size=4)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "mocomri", "pretrain", "--config", str(cfg)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "mocomri", "pretrain", "--config", str(cfg),
+           "moco.mask_max_share=1"]  # every subject masked: each key entered keeps its subject's id
     env = _env()
     out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -165,3 +189,102 @@ def test_pretrain__two_process_ddp_gloo(tmp_path, cohort_manifest):
     subjects = ckpt["model"]["queue.subjects"]
     # 4 steps x 2 ranks x 4 keys entered the queue (keys gathered from both ranks)
     assert int((subjects >= 0).sum()) == 32
+
+
+def test_pretrain__one_subject_holding_most_items_is_left_unmasked_and_the_run_says_so(tmp_path, one_subject_manifest, capsys):
+    cfg = tiny_config(tmp_path, one_subject_manifest, train__max_steps=3)
+    assert cli_main(["pretrain", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if line.startswith("note: same-subject masking"))
+    # two train subjects: one of ~1/9 of the items (masked, ~1.2 % of the queue), the merged one
+    # of ~8/9 (all masked: ~80 % of the queue gone); the merged one is left unmasked
+    assert "masking 1 subjects" in note and "not the largest 1: 'near-duplicates-1' 8" in note
+    assert "moco.mask_same_subject=false" in note and "--near-threshold" in note
+    with one_subject_manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    subjects = sorted({r["subject"] for r in rows})  # the dataset's ids: indices in this list
+    kept = {subjects.index(r["subject"]) for r in rows if r["split"] == "train" and r["subject"] != "near-duplicates-1"}
+    queue = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]["queue.subjects"]
+    # every key entered carries the masked subject's id or -1 (never masked); the merged one's id never
+    assert set(queue[queue >= 0].tolist()) <= kept and subjects.index("near-duplicates-1") not in queue.tolist()
+    assert int((queue == -1).sum()) > 0
+
+
+def test_pretrain__balanced_subjects_are_all_masked_without_a_note(tmp_path, cohort_manifest, capsys):
+    from mocomri.train.pretrain import pretrain
+
+    # 8-9 train subjects of 20-22 slices each: 0.11-0.125 of the queue masked, within 0.15
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=2), ["moco.mask_max_share=0.15"])
+    assert pretrain(cfg).steps == 2
+    assert "note: same-subject masking" not in capsys.readouterr().out
+    queue = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]["queue.subjects"]
+    assert int((queue >= 0).sum()) == 2 * cfg.train.batch_size  # 2 steps of keys, each with its subject's id
+
+
+def _spreads(monkeypatch, values: list[float]) -> list[int]:
+    """Makes the n-th log step see the n-th spread of ``values``; returns the list of calls."""
+    from mocomri.train import pretrain as pretrain_mod
+
+    calls: list[int] = []
+
+    def fake_spread(z):
+        calls.append(len(calls))
+        return torch.tensor(values[min(len(calls) - 1, len(values) - 1)])
+
+    monkeypatch.setattr(pretrain_mod, "embedding_spread", fake_spread)
+    return calls
+
+
+def _checkpoint_steps(run: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
+
+
+def test_pretrain__sustained_collapse_stops_and_keeps_the_checkpoint_from_before(tmp_path, cohort_manifest, monkeypatch):
+    from mocomri.train import pretrain as pretrain_mod
+
+    # log steps 2, 4 spread out (checkpoint at 4), then collapsed from step 6 on: 4 steps later
+    # (step 10) the run stops; the checkpoint due at 8 is not written.
+    _spreads(monkeypatch, [0.9, 0.9, 0.01])
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__keep_checkpoints=5),
+                      ["train.collapse_patience_steps=4", "train.collapse_spread=0.2"])
+    with pytest.raises(pretrain_mod.CollapsedRunError) as caught:
+        pretrain_mod.pretrain(cfg)
+    message = str(caught.value)
+    assert "spread was 0.010 at step 10" in message and "since step 6 (train.collapse_patience_steps=4)" in message
+    assert "last good checkpoint" in message and "(step 4)" in message
+    assert "optim.lr" in message and "moco.mask_same_subject" in message and "moco.temperature" in message
+    assert "\n" not in message
+    run = Path(cfg.train.out_dir)
+    assert _checkpoint_steps(run) == [4]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+    assert not (run / "encoder.pt").exists()
+
+
+def test_pretrain__checkpoint_steps_are_log_steps_and_skipped_while_collapsing(tmp_path, cohort_manifest, monkeypatch):
+    from mocomri.train.pretrain import pretrain
+
+    # log.every_steps=3 and checkpoints every 4 steps: log steps 3, 4, 6, 8, 9, 12. The spread
+    # is below the threshold at step 4, so the checkpoint due then is not written; and from
+    # step 9 on, within the patience: the run ends (not stops) at 12 and writes its final state.
+    calls = _spreads(monkeypatch, [0.9, 0.01, 0.9, 0.9, 0.01, 0.01])
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=12, train__keep_checkpoints=5, log__every_steps=3))
+    assert pretrain(cfg).steps == 12
+    run = Path(cfg.train.out_dir)
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl", kind="train")] == [3, 4, 6, 8, 9, 12]
+    assert len(calls) == 6
+    assert _checkpoint_steps(run) == [8, 12]
+    assert (run / "encoder.pt").is_file()
+
+
+def test_pretrain__collapse_with_stop_on_collapse_false_warns_and_runs_to_the_end(tmp_path, cohort_manifest, capsys):
+    from mocomri.train.pretrain import pretrain
+
+    # A threshold no spread reaches (spread is at most about 1): every log step counts as collapsed.
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=8),
+                      ["train.collapse_spread=10", "train.collapse_patience_steps=0", "train.stop_on_collapse=false"])
+    result = pretrain(cfg)
+    run = Path(cfg.train.out_dir)
+    assert result.steps == 8 and (run / "encoder.pt").is_file()
+    assert _checkpoint_steps(run) == [4, 8]
+    out = capsys.readouterr()
+    assert (out.out + out.err).count("the embeddings are collapsing") == 4  # log steps 2, 4, 6, 8

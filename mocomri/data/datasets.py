@@ -221,6 +221,12 @@ class _CachedDataset(Dataset):
         """The manifest row of every item (slices of one scan share it)."""
         return [self.scans[k].row for k, _ in self.items]
 
+    @property
+    def item_subjects(self) -> list[str]:
+        """The subject of every item (slices of one scan share it): ``self.subjects[id]`` for the
+        integer id that batches carry."""
+        return [self.subjects[self._subject[self.scans[k].row]] for k, _ in self.items]
+
     def read(self, index: int) -> tuple[CachedScan, torch.Tensor]:
         """The item's scan and its preprocessed, unaugmented array.
 

@@ -33,6 +33,7 @@ from mocomri.train.checkpoint import (
 )
 from mocomri.train.logger import RunLogger
 from mocomri.train.lr_schedule import scaled_lr, warmup_cosine_lr
+from mocomri.train.masking import plan_masking
 from mocomri.train.monitors import alignment, embedding_spread, uniformity
 from mocomri.train.runtime import (
     Runtime,
@@ -46,11 +47,14 @@ from mocomri.train.sampler import ResumableSampler
 from mocomri.train.step import train_step
 
 MOMENTUM_SCHEDULES = {"constant": constant_momentum, "cosine": cosine_momentum}
-COLLAPSE_SPREAD = 0.2  # embedding spread below this (of ~1 when spread out) is reported as collapse
 
 
 class NonFiniteLossError(MocomriError):
     """The loss became NaN or Inf; the run stopped and kept its last good checkpoint."""
+
+
+class CollapsedRunError(MocomriError):
+    """The embeddings collapsed (``train.stop_on_collapse``); the run stopped and kept its last good checkpoint."""
 
 
 @dataclass
@@ -137,26 +141,40 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
+        CollapsedRunError: the embeddings collapsed and ``train.stop_on_collapse`` is set (the
+            last good checkpoint is kept).
     """
     from mocomri.data.datasets import build_pretrain_dataset
     from mocomri.data.manifest import read_manifest
 
     rt = make_runtime(cfg)
     run_dir = Path(cfg.train.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed + rt.rank, cfg.train.deterministic)
-    if rt.is_main:
-        save_config(cfg, run_dir / "config.yaml")
 
     # ---- data
     manifest = read_manifest(cfg.data.manifest)
     dataset = build_pretrain_dataset(manifest, cfg.data, cfg.augment, cfg.data.pretrain_splits)
     n_items = len(dataset)
-    if rt.is_main and cfg.moco.queue_size >= n_items and not cfg.moco.mask_same_subject:
+    # Same-subject masking within a bound on the queue it removes: where one subject holds most
+    # items, masking it leaves almost no negatives and the run collapses. Unmasked subjects get
+    # id -1, which the loss never masks. (subject_id: (S,), an item's id -> the id the loss sees)
+    subject_id = torch.arange(len(dataset.subjects))
+    unmasked = False
+    if cfg.moco.mask_same_subject:
+        plan = plan_masking(dataset.item_subjects, cfg.moco.mask_max_share)
+        subject_id = torch.tensor([i if s in plan.masked else -1 for i, s in enumerate(dataset.subjects)])
+        unmasked = bool(plan.unmasked)
+        if unmasked and rt.is_main:
+            print(f"note: {plan.message(cfg.moco.mask_max_share)}")
+    subject_id = subject_id.to(rt.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rt.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    if rt.is_main and cfg.moco.queue_size >= n_items and (unmasked or not cfg.moco.mask_same_subject):
         # With masking, a query's own subject (hence its own image) is never its negative.
         warnings.warn(
             f"moco.queue_size={cfg.moco.queue_size} >= {n_items} pretraining items: keys of a query's own "
-            "image (from earlier epochs) sit in the queue as negatives (moco.mask_same_subject=true masks them)",
+            "image (from earlier epochs) sit in the queue as negatives where its subject is not masked",
             stacklevel=2,
         )
     loader, sampler = build_loader(dataset, cfg, rt)
@@ -222,17 +240,19 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
         if rt.distributed:
             dist.barrier()
 
-    # The kNN of the encoder as initialised: the figure each epoch's kNN is to beat.
+    # The kNN of the encoder as initialised: the figure every later kNN is to beat.
     if knn is not None and start_step == 0:
         knn_init = knn.measure(model.backbone, 0)
         if knn_init is not None:
             logger.log(0, {"knn_acc": knn_init}, kind="monitor")
-            print(f"kNN acc {knn_init:.3f} at initialisation (random init: the baseline of every epoch's kNN)")
+            print(f"kNN acc {knn_init:.3f} at initialisation (random init: the baseline of every later kNN)")
 
     # ---- the loop
     model.train()
     first_bad_step = torch.full((), -1, dtype=torch.long, device=rt.device)  # checked at log steps only
+    collapse = _CollapseWatch(cfg.train.collapse_spread, cfg.train.collapse_patience_steps, cfg.train.stop_on_collapse)
     window = _Window(rt.device)
+    monitor_s = 0.0  # time in the kNN monitor, left out of the images/s
     data_iter = None
     started = time.perf_counter()
     deadline = started + cfg.train.time_budget_min * 60 if cfg.train.time_budget_min > 0 else math.inf
@@ -255,7 +275,7 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
         view_q, view_k = dataset.make_views(batch, rt.device)  # (B, C, *S) each, made on the device
         view_q, view_k = view_q.contiguous(memory_format=fmt), view_k.contiguous(memory_format=fmt)
         window.views_s += time.perf_counter() - t_views
-        subjects = batch["subject"].to(rt.device, non_blocking=True)
+        subjects = subject_id[batch["subject"].to(rt.device, non_blocking=True)]  # (B,)
 
         lr = warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
         m = momentum_at(step / total_steps, cfg.moco.momentum)
@@ -271,31 +291,48 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
         done = step + 1
         end_of_epoch = done % steps_per_epoch == 0
         out_of_time = time.perf_counter() > deadline
-        if done % cfg.log.every_steps == 0 or end_of_epoch or done == total_steps or out_of_time:
-            _raise_if_bad(first_bad_step, steps_per_epoch, run_dir)
-            record = window.flush(lr=lr, momentum=m)
-            record.update(_embedding_stats(out))
-            last = {"loss": record["loss"], "accuracy": record["contrastive_acc"]}
-            logger.log(done, record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['contrastive_acc']:.2f}")
-            if record["spread"] < COLLAPSE_SPREAD and rt.is_main:
-                tqdm.write(f"warning: embedding spread {record['spread']:.3f} at step {done}: the embeddings are collapsing")
+        last_step = done == total_steps or out_of_time
         # Every checkpoint_every_steps steps, not at epoch ends: a resumed run re-enters an epoch
         # at any step, and on a small cohort an epoch is a handful of steps (7 for 124 volumes at
         # batch 16), where a 26 MB checkpoint after each wrote 30 GB over a 4000-step run (its
         # cost in throughput was within the noise of a quiet bench: 66.7 vs 67.6 volumes/s).
-        if done % cfg.train.checkpoint_every_steps == 0 or done == total_steps or out_of_time:
+        checkpoint_due = done % cfg.train.checkpoint_every_steps == 0 or last_step
+        # A checkpoint step is also a log step: a checkpoint is written only after a look at the
+        # loss (finite) and the embeddings (not collapsing).
+        if done % cfg.log.every_steps == 0 or end_of_epoch or checkpoint_due:
             _raise_if_bad(first_bad_step, steps_per_epoch, run_dir)
+            record = window.flush(lr=lr, momentum=m)
+            record.update(_embedding_stats(out, rt))
+            last = {"loss": record["loss"], "accuracy": record["contrastive_acc"]}
+            logger.log(done, record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['contrastive_acc']:.2f}")
+            collapse.update(done, record["spread"])
+            if collapse.stops_run(done):
+                raise CollapsedRunError(collapse.message(done, record["spread"], _kept_checkpoint(run_dir)))
+            if collapse.since is not None and rt.is_main:
+                tqdm.write(f"warning: embedding spread {record['spread']:.3f} at step {done}: the embeddings are collapsing")
+        # While collapsing, the last checkpoint is kept from before, for a run that then stops;
+        # a run that ends (rather than stops) writes its final state whatever the spread.
+        if checkpoint_due and (last_step or not collapse.holds_checkpoints):
             checkpoint(done)
-        if end_of_epoch and rt.is_main:
-            knn_acc = knn.measure(model.backbone, done) if knn is not None else None
+        knn_acc = None
+        if knn is not None and (done % cfg.log.knn_every_steps == 0 or last_step):
+            t_knn = time.perf_counter()
+            knn_acc = knn.measure(model.backbone, done)
+            spent = time.perf_counter() - t_knn
+            monitor_s += spent
+            window.exclude(spent)
             if knn_acc is not None:
                 logger.log(done, {"knn_acc": knn_acc}, kind="monitor")
+                if not end_of_epoch:
+                    tqdm.write(f"step {done}/{total_steps}  kNN acc {knn_acc:.3f}")
+        if end_of_epoch and rt.is_main:
             n_epochs = math.ceil(total_steps / steps_per_epoch)
+            train_s = max(time.perf_counter() - started - monitor_s, 1e-9)
             tqdm.write(
                 f"epoch {epoch + 1}/{n_epochs}  loss {last['loss']:.4f}  contrastive acc {last['accuracy']:.3f}"
                 + (f"  kNN acc {knn_acc:.3f}" if knn_acc is not None else "")
-                + f"  {(done - start_step) * cfg.train.batch_size * rt.world_size / (time.perf_counter() - started):.0f} img/s"
+                + f"  {(done - start_step) * cfg.train.batch_size * rt.world_size / train_s:.0f} img/s (kNN time excluded)"
             )
         if out_of_time:
             stopped_early = done < total_steps
@@ -334,23 +371,71 @@ def export_encoder(model: MoCo, path: Path) -> None:
     atomic_save(state, path)
 
 
+def _kept_checkpoint(run_dir: Path) -> str:
+    """Names the checkpoint a stopped run leaves to resume from."""
+    good = last_checkpoint(run_dir)
+    return f"the last good checkpoint is {good} (step {load_checkpoint(good)['step']})" if good else "no checkpoint had been written yet"
+
+
 def _raise_if_bad(first_bad_step: torch.Tensor, steps_per_epoch: int, run_dir: Path) -> None:
     bad = int(first_bad_step.item())
     if bad < 0:
         return
-    good = last_checkpoint(run_dir)
-    kept = f"the last good checkpoint is {good} (step {load_checkpoint(good)['step']})" if good else "no checkpoint had been written yet"
     raise NonFiniteLossError(
         f"the loss became NaN/Inf at step {bad + 1} (epoch {bad // steps_per_epoch + 1}, "
-        f"batch {bad % steps_per_epoch + 1}); the run stopped and {kept}. "
+        f"batch {bad % steps_per_epoch + 1}); the run stopped and {_kept_checkpoint(run_dir)}. "
         "Lower optim.lr, or try train.precision=fp32."
     )
 
 
-def _embedding_stats(out) -> dict[str, float]:
+class _CollapseWatch:
+    """Tracks since which log step the embedding spread has stayed below ``train.collapse_spread``.
+
+    With ``stop`` (``train.stop_on_collapse``), the run stops once the spread has been below it
+    at every log step for ``patience_steps`` steps, and meanwhile writes no periodic checkpoint
+    (one written then would not be a good one to go back to). Without ``stop``, a low spread is
+    only warned about.
+    """
+
+    def __init__(self, threshold: float, patience_steps: int, stop: bool):
+        self.threshold = threshold
+        self.patience_steps = patience_steps
+        self.stop = stop
+        self.since: int | None = None  # the first log step of the current stretch below the threshold
+
+    def update(self, step: int, spread: float) -> None:
+        if spread >= self.threshold:
+            self.since = None
+        elif self.since is None:
+            self.since = step
+
+    @property
+    def holds_checkpoints(self) -> bool:
+        return self.stop and self.since is not None
+
+    def stops_run(self, step: int) -> bool:
+        return self.holds_checkpoints and step - self.since >= self.patience_steps
+
+    def message(self, step: int, spread: float, kept: str) -> str:
+        return (
+            f"the embeddings collapsed: their spread was {spread:.3f} at step {step}, below "
+            f"train.collapse_spread={self.threshold:g} at every log step since step {self.since} "
+            f"(train.collapse_patience_steps={self.patience_steps}); the run stopped and {kept}. Likely causes: "
+            "a learning rate too high (lower optim.lr), same-subject masking removing most negatives "
+            "(moco.mask_same_subject), or too small a moco.temperature or moco.queue_size. "
+            "train.stop_on_collapse=false lets the run go on"
+        )
+
+
+def _embedding_stats(out, rt: Runtime) -> dict[str, float]:
     q, k = out.q.detach(), out.k.detach()
+    spread = embedding_spread(q)
+    if rt.distributed:
+        # The spread decides whether the run stops, which every rank must decide alike.
+        dist.all_reduce(spread)
+        spread = spread / rt.world_size
     return {
-        "spread": float(embedding_spread(q)),
+        "spread": float(spread),
         "alignment": float(alignment(q, k)),
         "uniformity": float(uniformity(q)),
     }
@@ -370,6 +455,10 @@ class _Window:
         self.wait_s = 0.0
         self.views_s = 0.0  # on a GPU, the time to queue the views' kernels, not to run them
         self.t0 = time.perf_counter()
+
+    def exclude(self, seconds: float) -> None:
+        """Leaves time spent outside training (the kNN monitor) out of the window's rates."""
+        self.t0 += seconds
 
     def add(self, out, images: int) -> None:
         vals = torch.stack([out.loss.detach(), out.accuracy.detach(), out.pos_logit.detach(), out.neg_logit.detach()])
@@ -395,7 +484,11 @@ class _Window:
 
 
 class _KnnMonitor:
-    """kNN accuracy of the frozen backbone, each epoch, when the manifest has labelled splits.
+    """kNN accuracy of the frozen backbone when the manifest has labelled splits.
+
+    The loop measures it at step 0, every ``log.knn_every_steps`` steps and at the last step:
+    an epoch can be a few dozen steps, and a measurement at every epoch's end cost a run on
+    such a set a large share of its time.
 
     The same features and kNN as the probe's report (:func:`mocomri.eval.features.extract_features`,
     :func:`mocomri.eval.probe.fit_knn_probe`), on at most ``log.knn_max_items`` items per side.
