@@ -223,7 +223,7 @@ def test_pretrain__balanced_subjects_are_all_masked_without_a_note(tmp_path, coh
 
 def _spreads(monkeypatch, values: list[float]) -> list[int]:
     """Makes the n-th log step see the n-th spread of ``values``; returns the list of calls."""
-    from mocomri.train import pretrain as pretrain_mod
+    from mocomri.train import monitors
 
     calls: list[int] = []
 
@@ -231,7 +231,7 @@ def _spreads(monkeypatch, values: list[float]) -> list[int]:
         calls.append(len(calls))
         return torch.tensor(values[min(len(calls) - 1, len(values) - 1)])
 
-    monkeypatch.setattr(pretrain_mod, "embedding_spread", fake_spread)
+    monkeypatch.setattr(monitors, "embedding_spread", fake_spread)
     return calls
 
 

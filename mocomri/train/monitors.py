@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 
 
 @torch.no_grad()
@@ -39,3 +40,19 @@ def embedding_spread(z: torch.Tensor) -> torch.Tensor:
         z: (B, C), L2-normalised.
     """
     return z.float().std(dim=0).mean() * math.sqrt(z.shape[1])
+
+
+def embedding_stats(q: torch.Tensor, k: torch.Tensor, distributed: bool = False) -> dict[str, float]:
+    """Spread, alignment and uniformity of a batch's embeddings, as floats for the log.
+
+    Args:
+        q, k: the batch's query and key embeddings, L2-normalised. Shape: (B, C) each.
+        distributed: average the spread over the ranks (an all-reduce): it decides whether the
+            run stops, which every rank must decide alike.
+    """
+    q, k = q.detach(), k.detach()
+    spread = embedding_spread(q)
+    if distributed:
+        dist.all_reduce(spread)
+        spread = spread / dist.get_world_size()
+    return {"spread": float(spread), "alignment": float(alignment(q, k)), "uniformity": float(uniformity(q))}

@@ -175,6 +175,44 @@ def _subjects_are_images(rows: list[ManifestRow]) -> bool:
     return bool(rows) and all(counts[r.subject] == 1 and r.subject == _strip_scan_suffix(r.path) for r in rows)
 
 
+def _near_duplicate_pass(root: Path, rows: list[ManifestRow], given: dict[str, int | str], keep_split_folders: bool,
+                         unlabeled: bool, progress: bool) -> tuple[list[ManifestRow], NearDuplicateReport]:
+    """Hashes every row, groups near-duplicates and, where the set has no patient ids, makes the
+    groups its subjects (re-splitting split folders that the groups cross, unless kept)."""
+    from tqdm import tqdm
+
+    from mocomri.data.io import file_kind
+
+    hashes, hashed, kinds, unhashed = [], [], [], []
+    for row in tqdm(rows, desc="perceptual hash", unit="file", disable=not progress):
+        try:
+            hashes.append(perceptual_hash(root / row.path))
+            hashed.append(row)
+            # Compared within one dimensionality and one modality: a near-copy of a T1 is a T1,
+            # and hashes of different contrasts of similar anatomy are not evidence of a copy.
+            kinds.append(("2d" if file_kind(root / row.path) == "image2d" else "3d") + ":" + row.modality)
+        except (DataError, OSError) as e:
+            unhashed.append((row.path, str(e)))
+    pseudo = _subjects_are_images(hashed)
+    thresholds, chosen = _thresholds(hashes, kinds, given, pseudo)
+    found = NearDuplicates.from_hashes(hashes, kinds=kinds, thresholds=thresholds)
+    threshold = ", ".join(f"{t} ({k.upper()})" for k, t in sorted(_by_dim(thresholds).items()))
+    leaked = sum(1 for i, j, _ in found.pairs.tolist()
+                 if hashed[i].split and hashed[j].split and hashed[i].split != hashed[j].split)
+    resplit = False
+    if pseudo:
+        first = {}
+        for i, g in enumerate(found.group.tolist()):
+            first.setdefault(g, hashed[i].subject)
+        subject_of = {r.path: first[g] for r, g in zip(hashed, found.group.tolist())}
+        resplit = leaked > 0 and not keep_split_folders
+        rows = [replace(r, subject=subject_of.get(r.path, r.subject), split="" if resplit and not unlabeled else r.split)
+                for r in rows]
+    near = NearDuplicateReport(threshold or str(given["2d"]), found, hashed, pseudo, leaked, resplit, unhashed,
+                               Counter(), chosen)
+    return rows, near
+
+
 def build_manifest(
     root: str | Path,
     layout: str = "auto",
@@ -223,8 +261,6 @@ def build_manifest(
             group holds more than :func:`~.near_duplicates.largest_group_limit` files.
         SplitError: a split misses its share of the files or a label (see :func:`.assign_splits`).
     """
-    from tqdm import tqdm
-
     root = Path(os.path.normpath(Path(root).absolute()))
     layout, rows = scan_root(root, layout, labels, modality)
     label_maps = [r for r in rows if r.modality == LABEL_MAP]
@@ -235,37 +271,10 @@ def build_manifest(
         rows = [replace(r, label="", split="unlabeled") for r in rows]
     near = None
     if near_threshold is not None:
-        from mocomri.data.io import file_kind
-
-        hashes, hashed, kinds, unhashed = [], [], [], []
-        for row in tqdm(rows, desc="perceptual hash", unit="file", disable=not progress):
-            try:
-                hashes.append(perceptual_hash(root / row.path))
-                hashed.append(row)
-                # Compared within one dimensionality and one modality: a near-copy of a T1 is a T1,
-                # and hashes of different contrasts of similar anatomy are not evidence of a copy.
-                kinds.append(("2d" if file_kind(root / row.path) == "image2d" else "3d") + ":" + row.modality)
-            except (DataError, OSError) as e:
-                unhashed.append((row.path, str(e)))
-        pseudo = _subjects_are_images(hashed)
-        thresholds, chosen = _thresholds(hashes, kinds, {"2d": near_threshold, "3d": near_threshold_3d}, pseudo)
-        found = NearDuplicates.from_hashes(hashes, kinds=kinds, thresholds=thresholds)
-        threshold = ", ".join(f"{t} ({k.upper()})" for k, t in sorted(_by_dim(thresholds).items()))
-        leaked = sum(1 for i, j, _ in found.pairs.tolist()
-                     if hashed[i].split and hashed[j].split and hashed[i].split != hashed[j].split)
-        resplit = False
-        if pseudo:
-            first = {}
-            for i, g in enumerate(found.group.tolist()):
-                first.setdefault(g, hashed[i].subject)
-            subject_of = {r.path: first[g] for r, g in zip(hashed, found.group.tolist())}
-            resplit = leaked > 0 and not keep_split_folders
-            rows = [replace(r, subject=subject_of.get(r.path, r.subject), split="" if resplit and not unlabeled else r.split)
-                    for r in rows]
-            if resplit and val_fraction is None:
-                val_fraction = 0.1
-        near = NearDuplicateReport(threshold or str(near_threshold), found, hashed, pseudo, leaked, resplit, unhashed,
-                                   Counter(), chosen)
+        rows, near = _near_duplicate_pass(root, rows, {"2d": near_threshold, "3d": near_threshold_3d},
+                                          keep_split_folders, unlabeled, progress)
+        if near.resplit and val_fraction is None:
+            val_fraction = 0.1
     kept_splits = any(r.split for r in rows)
     val = val_fraction if val_fraction is not None else (0.0 if kept_splits else 0.1)
     rows = assign_splits(rows, val_fraction=val, test_fraction=test_fraction, seed=seed,
