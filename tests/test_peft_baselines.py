@@ -12,10 +12,10 @@ import torch
 from mocomri.errors import DataError
 from mocomri.eval.probe import fit_linear_probe
 from mocomri.peft import PEMSpec
-from mocomri.peft.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned
 from mocomri.peft.evaluate import module_proba
 from mocomri.peft.inputs import LabelledItems, labelled_items, load_base
 from mocomri.peft.train import TrainOptions, probe_head, train_module
+from tools.peft_lab.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned
 from test_peft_cli import make_cohort
 
 OPTIONS = dict(batch_size=4, lr=1e-2, seed=3, device="cpu")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mocomri.peft.report import Results, format_entry, markdown, mean_sd, table
+from tools.peft_lab.report import Results, format_entry, markdown, mean_sd, table
 
 
 def test_format_entry__percent_with_interval_raw_without() -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 from mocomri.data.io import load_image2d
 from mocomri.data.manifest import Manifest, ManifestRow
 from mocomri.errors import DataError
-from mocomri.peft.shift import ScannerShift, noise_seed, shift_image, shift_manifest, shift_noise
+from tools.peft_lab.shift import ScannerShift, noise_seed, shift_image, shift_manifest, shift_noise
 
 
 def _numpy_shift(image: np.ndarray, shift: ScannerShift, noise: np.ndarray) -> np.ndarray:

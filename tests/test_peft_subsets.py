@@ -8,7 +8,7 @@ import pytest
 
 from mocomri.data.manifest import Manifest, ManifestRow
 from mocomri.errors import DataError
-from mocomri.peft.subsets import label_skewed_halves, relabel, subject_classes
+from tools.peft_lab.subsets import label_skewed_halves, relabel, subject_classes
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 

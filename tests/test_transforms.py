@@ -1,4 +1,5 @@
-"""Tests for mocomri.data.transforms and the augment settings it reads."""
+"""mocomri.data.transforms (the eval transform), the per-item reference views (tests/reference_transforms.py),
+and the augment settings they read."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import torch
 
 from mocomri.config import load_config
 from mocomri.data.settings import FAMILY_DEFAULTS, AugmentConfig, AugmentParams
-from mocomri.data.transforms import PadToSquare, RandResizedCrop, build_eval_transform, build_view_transform
+from mocomri.data.transforms import PadToSquare, build_eval_transform
 from mocomri.errors import ConfigError
+from tests.reference_transforms import RandResizedCrop, build_view_transform
 
 
 def _slice(shape=(40, 32), seed=0) -> torch.Tensor:

@@ -2,7 +2,7 @@
 width and the probe's regularisation, one factor at a time.
 
     .venv/bin/python tools/baseline_gap.py --config configs/brain_tumor_cpu.yaml \
-        --set data.cache_dir=.cache/mocomri --out docs/bench/baseline_gap.json
+        --set data.cache_dir=.cache/mocomri --out tools/runs/baseline_gap.json
 
 A plain MoCo v2 setup (grayscale JPEG resized to 64 px, [0, 1] scaled by the dataset's mean and
 std, full-width ResNet-18, logistic regression at C = 1 on the pooled features, the dataset's own

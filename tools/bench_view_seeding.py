@@ -1,8 +1,9 @@
 """Re-seeding a view transform per item: MONAI's per-step random states against one shared stream.
 
-The pretraining sampler seeds every item's view transform, so that a resumed run redraws the
-views of an uninterrupted one. ``Compose.set_random_state`` builds a new ``RandomState`` for each
-random step; :class:`mocomri.data.transforms.ArrayCompose` re-seeds one shared stream in place.
+When views were made per item, the pretraining sampler seeded every item's view transform, so
+that a resumed run redrew the views of an uninterrupted one. ``Compose.set_random_state`` builds a new ``RandomState`` for each
+random step; the reference views' composer (:class:`tests.reference_transforms.ViewCompose`, the
+per-item path the batched views replaced) re-seeds one shared stream in place.
 Times one seeding, and one seeding plus a pair of 64 px views of a 256 x 256 image, both ways,
 round-robin, on one thread.
 
@@ -12,14 +13,18 @@ Usage::
 """
 
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from monai.transforms import Compose
 
-from mocomri.data.settings import AugmentConfig
-from mocomri.data.transforms import build_view_transform
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mocomri.data.settings import AugmentConfig  # noqa: E402
+from tests.reference_transforms import build_view_transform  # noqa: E402
 
 
 def main(rounds: int = 5, calls: int = 50) -> None:

@@ -15,7 +15,7 @@ fine-tuning. docs/peft.md states what each measures and its bar.
    (the three tumour classes, on tumour images only); one module each, merged (both heads kept),
    λ chosen on the mean of the two val accuracies; beside it each module used for both tasks.
 3. ``domain``: the target domain is the same images through a fixed synthetic scanner shift
-   (:mod:`mocomri.peft.shift`: bias field, contrast, Rician noise), stated as such. MoCo modules
+   (:mod:`tools.peft_lab.shift`: bias field, contrast, Rician noise), stated as such. MoCo modules
    on the unlabelled source and target training images; the target classifier is
    ``λ θ_source_cls ⊕ (1 − λ)(θ_target_ssl ⊖ θ_source_ssl)`` with ``θ_source_cls`` the union module
    of (1) and λ chosen on the labelled target val split (as the paper tunes on dev data).
@@ -23,7 +23,7 @@ fine-tuning. docs/peft.md states what each measures and its bar.
 Every accuracy is on a test split, with a 95% bootstrap CI by subject; differences are paired
 (:mod:`mocomri.peft.compare`). Modules train on the encoder frozen by the library
 (:func:`mocomri.peft.train.train_module`); full fine-tuning runs the same loop and step count
-(:func:`mocomri.peft.baselines.fine_tune`). Into ``--out``: ``data/`` (derived manifests, the
+(:func:`tools.peft_lab.baselines.fine_tune`). Into ``--out``: ``data/`` (derived manifests, the
 shifted images), ``modules/`` and ``baselines/`` (one file each, reused when present: an
 interrupted run resumes; a module made with other ``--targets`` or ``--rank`` is an error), and
 per experiment ``<name>.json``, ``<name>.md``, ``<name>_lambda.png``.
@@ -50,16 +50,16 @@ from mocomri.data.manifest import Manifest, read_manifest, write_manifest  # noq
 from mocomri.eval.metrics import classification_metrics  # noqa: E402
 from mocomri.files import state_dict_digest  # noqa: E402
 from mocomri.peft import PEM, PEMSpec, add, analogy, load_pem, save_pem  # noqa: E402
-from mocomri.peft.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
 from mocomri.peft.compare import accuracy_contrast  # noqa: E402
 from mocomri.peft.compose import DEFAULT_GRID, DEFAULT_GUARD, choose_lambda, choose_lambda_guarded, share_kept  # noqa: E402
 from mocomri.peft.evaluate import module_proba, predict_with, score  # noqa: E402
 from mocomri.peft.inputs import LabelledItems, labelled_items, load_base, resolve_config  # noqa: E402
-from mocomri.peft.report import Results  # noqa: E402
-from mocomri.peft.shift import ScannerShift, shift_manifest  # noqa: E402
 from mocomri.peft.spec import default_targets  # noqa: E402
-from mocomri.peft.subsets import label_skewed_halves, relabel  # noqa: E402
 from mocomri.peft.train import TrainOptions, train_module  # noqa: E402
+from tools.peft_lab.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
+from tools.peft_lab.report import Results  # noqa: E402
+from tools.peft_lab.shift import ScannerShift, shift_manifest  # noqa: E402
+from tools.peft_lab.subsets import label_skewed_halves, relabel  # noqa: E402
 
 EXPERIMENTS = ("distribution", "multitask", "domain")
 FAVOURED = ("glioma", "meningioma")  # the first half's 80% classes; the second half's are the other two
@@ -337,7 +337,7 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
                                else "point estimate") + ")"}[lambda_on]
     results = Results("domain" if lambda_on == "target" else f"domain_lambda_{lambda_on}",
                       "Domain transfer by analogy to a synthetic scanner shift of the same images "
-                      f"(bias field, gamma {shift.gamma}, Rician noise σ = {shift.noise_std}; mocomri/peft/shift.py): "
+                      f"(bias field, gamma {shift.gamma}, Rician noise σ = {shift.noise_std}; tools/peft_lab/shift.py): "
                       f"λ θ_source_cls ⊕ (1 − λ)(θ_target_ssl ⊖ θ_source_ssl), λ on {chosen_on}; "
                       "accuracy on the target and source test splits (%).", seeds, lab.settings())
     target = lab.out / "data" / "target" / "manifest.csv"

@@ -1,6 +1,6 @@
 """One table over pretraining seeds: the probe's accuracy of each run, mean ± std across runs.
 
-    .venv/bin/python tools/seed_table.py docs/bench/recipe/crop_mask_100ep_seed*_metrics.json
+    .venv/bin/python tools/seed_table.py tools/runs/recipe/crop_mask_100ep_seed*_metrics.json
 
 Each argument is a ``metrics.json`` of ``mocomri probe`` on one pretraining seed's encoder (same
 manifest, fractions and probe seeds). For every method and label fraction it prints the mean ±

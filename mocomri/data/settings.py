@@ -87,7 +87,7 @@ class DataConfig:
 class AugmentParams:
     """Strengths and probabilities of every augmentation, for one modality family.
 
-    Intensities are applied to the view rescaled to [0, 1] (see :mod:`mocomri.data.transforms`).
+    Intensities are applied to the view rescaled to [0, 1] (see :mod:`mocomri.augment`).
     """
 
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # side of the random crop, fraction of the image
@@ -153,7 +153,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, float | list[float]]] = {
 
 @dataclass
 class AugmentConfig:
-    """Modality-aware augmentation settings (see :mod:`mocomri.data.transforms`).
+    """Modality-aware augmentation settings (see :mod:`mocomri.augment`).
 
     The parameters for a scan of modality ``m`` are ``base``, then ``FAMILY_DEFAULTS`` for the
     family of ``m``, then ``families[<family>]`` from the config, each overriding the previous.

@@ -3,7 +3,7 @@ the pipeline's fault or the recipe's?
 
 Run from the repository root (it needs the shared data)::
 
-    python -m benchmarks.plain_moco --width 64 --steps 400 --out runs/plain_moco_w64
+    .venv/bin/python tools/plain_moco.py --width 64 --steps 400 --out runs/plain_moco_w64
 
 Everything a plain MoCo v2 script does and nothing of mocomri's pipeline: the JPEGs read with
 PIL, grayscale, resized to 96 px (aspect not kept), [0, 1]; per-item torchvision views
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,10 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mocomri.data.manifest import read_manifest
-from mocomri.eval.fractions import sample_label_fraction
-from mocomri.models.encoders import create_encoder
-from tests.reference_moco import ReferenceMoCo, colab_split_bn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mocomri.data.manifest import read_manifest  # noqa: E402
+from mocomri.eval.fractions import sample_label_fraction  # noqa: E402
+from mocomri.models.encoders import create_encoder  # noqa: E402
+from tests.reference_moco import ReferenceMoCo, colab_split_bn  # noqa: E402
 
 
 def load_images(manifest, rows, side: int) -> torch.Tensor:
@@ -71,7 +74,7 @@ def probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, train: n
 def main() -> None:
     import torchvision.transforms.v2 as T
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.plain_moco", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tools/plain_moco.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", default="data_manifests/brain_tumor_mri.csv")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--steps", type=int, default=400)
