@@ -52,7 +52,8 @@ def loader_benchmark(plan: LoaderPlan, device: torch.device, step=None) -> dict:
     """
     from mocomri.data.datasets import build_pretrain_dataset
     from mocomri.data.manifest import build_manifest, write_manifest
-    from mocomri.data.settings import AugmentConfig, DataConfig
+    from mocomri.augment.settings import AugmentConfig
+    from mocomri.data.settings import DataConfig
     from mocomri.data.synthetic import make_cohort
 
     with tempfile.TemporaryDirectory(prefix="mocomri-bench-") as tmp:

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from mocomri import validation as check
-from mocomri.data.settings import AugmentConfig, DataConfig
+from mocomri.augment.settings import AugmentConfig
+from mocomri.data.settings import DataConfig
 from mocomri.errors import ConfigError
 
 

@@ -37,6 +37,7 @@ from mocomri.config import Config, config_to_dict, load_config
 from mocomri.errors import MocomriError
 from mocomri.models import encoder_from_config, spatial_dims_of
 from mocomri.models.norm import has_batch_norm, monai_norm, torchvision_norm_layer
+from mocomri.run_dir import ENCODER_FILE, find_run_config
 
 FORMATS = ("torchvision", "monai", "timm", "safetensors")
 TOLERANCE = 1e-5  # max |difference| of the pooled features, fp32 on the CPU, eval mode
@@ -61,12 +62,12 @@ def _run_backbone(run_dir: Path) -> tuple[Config, nn.Module]:
     """The run's config and backbone (from ``encoder.pt``, else the last checkpoint), in eval mode."""
     from mocomri.train.checkpoint import last_checkpoint, load_checkpoint
 
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
+    config_path = find_run_config(run_dir) if run_dir.is_dir() else None  # a directory, not a bare file
+    if config_path is None:
         raise ExportError(f"{run_dir}: no config.yaml; give a run directory written by `mocomri pretrain`")
     cfg = load_config(config_path)
     backbone, _ = encoder_from_config(cfg.model)
-    encoder = run_dir / "encoder.pt"
+    encoder = run_dir / ENCODER_FILE
     if encoder.is_file():
         state = torch.load(encoder, map_location="cpu", weights_only=True)
     else:

@@ -56,7 +56,7 @@ from monai.transforms import (
     ScaleIntensity,
 )
 
-from mocomri.data.settings import AugmentConfig, AugmentParams
+from mocomri.augment.settings import AugmentConfig, AugmentParams
 from mocomri.data.transforms import ArrayCompose, PadToSquare, as_size, build_eval_transform
 
 

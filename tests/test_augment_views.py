@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mocomri.augment import BatchViews
-from mocomri.data.settings import AugmentConfig, AugmentParams
+from mocomri.augment.settings import AugmentConfig, AugmentParams
 
 OFF = dict(rotate_deg=0.0, scale=0.0, affine_prob=0.0, elastic_prob=0.0, flip_prob=0.0, bias_field_prob=0.0,
            gamma_prob=0.0, gibbs_prob=0.0, spike_prob=0.0, noise_prob=0.0, histogram_shift_prob=0.0,

@@ -61,7 +61,7 @@ def test_train_supervised__learns_an_easy_task_and_augments_every_image() -> Non
 
 
 def test_view_augmenter__uses_the_pretraining_view_transform() -> None:
-    from mocomri.data.settings import AugmentConfig
+    from mocomri.augment.settings import AugmentConfig
     from mocomri.eval.baselines import view_augmenter
 
     augment = view_augmenter(AugmentConfig(), ["T1w", "FLAIR"], [0, 0], spatial_dims=2, size=16)

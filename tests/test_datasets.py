@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from mocomri.augment.settings import AugmentConfig, AugmentParams
 from mocomri.data.datasets import build_eval_dataset, build_pretrain_dataset, lr_axis
 from mocomri.data.manifest import Manifest, ManifestRow, assign_splits, scan_bids
-from mocomri.data.settings import AugmentConfig, AugmentParams, DataConfig
+from mocomri.data.settings import DataConfig
 from mocomri.data.synthetic import make_cohort
 from mocomri.errors import DataError
 

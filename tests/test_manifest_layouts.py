@@ -92,7 +92,8 @@ def test_channels__stack_one_sessions_contrasts_in_2d_and_3d(tmp_path):
     import torch
 
     from mocomri.data.datasets import build_pretrain_dataset
-    from mocomri.data.settings import AugmentConfig, DataConfig
+    from mocomri.augment.settings import AugmentConfig
+    from mocomri.data.settings import DataConfig
 
     manifest = _contrast_manifest(tmp_path)
     for kind, shape in (("slices2d", (4, 24, 24)), ("patches3d", (4, 24, 24, 24))):
@@ -132,7 +133,8 @@ def test_channels__mismatched_shape_missing_contrast_and_label_map_name_the_subj
 
     from mocomri.data.datasets import build_pretrain_dataset
     from mocomri.data.manifest import Manifest
-    from mocomri.data.settings import AugmentConfig, DataConfig
+    from mocomri.augment.settings import AugmentConfig
+    from mocomri.data.settings import DataConfig
     from mocomri.errors import DataError
 
     manifest = _contrast_manifest(tmp_path)

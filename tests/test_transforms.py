@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mocomri.config import load_config
-from mocomri.data.settings import FAMILY_DEFAULTS, AugmentConfig, AugmentParams
+from mocomri.augment.settings import FAMILY_DEFAULTS, AugmentConfig, AugmentParams
 from mocomri.data.transforms import PadToSquare, build_eval_transform
 from mocomri.errors import ConfigError
 from tests.reference_transforms import RandResizedCrop, build_view_transform

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mocomri.augment.settings import AugmentConfig
 from mocomri.data.datasets import build_pretrain_dataset
 from mocomri.data.io import Scan
 from mocomri.data.manifest import Manifest, read_manifest, scan_bids
 from mocomri.data.preprocess import PreprocessSettings, preprocess
-from mocomri.data.settings import AugmentConfig, DataConfig
+from mocomri.data.settings import DataConfig
 
 
 class DecodeEveryTime(Dataset):

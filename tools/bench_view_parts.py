@@ -24,7 +24,7 @@ sys.path.insert(0, _src)
 
 from mocomri.augment import BatchViews, artefacts  # noqa: E402
 from mocomri.augment.geometry import _affine_grid, resample, view_affines  # noqa: E402
-from mocomri.data.settings import AugmentConfig, AugmentParams  # noqa: E402
+from mocomri.augment.settings import AugmentConfig, AugmentParams  # noqa: E402
 
 
 def timed(name: str, fn, calls: int) -> None:

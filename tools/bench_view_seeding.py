@@ -23,7 +23,7 @@ from monai.transforms import Compose
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mocomri.data.settings import AugmentConfig  # noqa: E402
+from mocomri.augment.settings import AugmentConfig  # noqa: E402
 from tests.reference_transforms import build_view_transform  # noqa: E402
 
 

@@ -29,11 +29,11 @@ import torch
 from PIL import Image
 
 from mocomri.augment import BatchViews
+from mocomri.augment.settings import AugmentConfig
 from mocomri.config import load_config
 
 from mocomri.data.io import load_scan
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
-from mocomri.data.settings import AugmentConfig
 from mocomri.data.transforms import build_eval_transform
 from mocomri.data.working import working_side
 

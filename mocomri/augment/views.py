@@ -43,7 +43,7 @@ import torch
 
 from mocomri.augment import artefacts
 from mocomri.augment.geometry import elastic_displacement, resample, snap_boxes, view_affines
-from mocomri.data.settings import AugmentConfig
+from mocomri.augment.settings import AugmentConfig
 
 ELASTIC_CONTROL_POINTS = 5  # per axis: control points every quarter of the view's side
 BIAS_DEGREE = 3  # MONAI RandBiasField's default polynomial degree
@@ -126,98 +126,152 @@ class BatchViews:
         ``family`` and ``flip_axis`` describe the B views; view k is made of ``images[source[k]]``
         (``source`` a host int64 tensor; None: of ``images[k]``). ``boxes`` (half-sides and
         centres, (B, d) float64 each) are the crop boxes when given; else they are drawn here.
+
+        Shape:
+            images: (N, C, *W); family, flip_axis: (B,) int64 -> (B, C, *size) float32.
+        """
+        # 1. geometry: crop box, rotation, zoom, flip and elastic warp in one resampling
+        half, centre = self._crop_boxes(images, family, g, boxes)  # (B, d) float64 each
+        affines = self._affines(half, centre, family, flip_axis, g).to(images.device, torch.float32, non_blocking=True)
+        full = self.preset == "mri"
+        displacement = self._elastic(family, g, gd, images.device) if full else None  # (B, *size, d) or None
+        x = resample(images, affines, self.size, displacement, source)  # (B, C, *size), float32
+        if not full:
+            return artefacts.normalize(x)
+        # 2. intensity artefacts, in the order they arise in a scanner, each on the items that drew it
+        x = artefacts.rescale01(x)  # (B, C, *size) in [0, 1]
+        x = self._bias_field(x, family, g)
+        x = self._gibbs(x, family, g)
+        x = self._spike(x, family, g)
+        x = self._noise(x, family, g, gd)
+        x = self._gamma(x, family, g)
+        x = self._histogram_shift(x, family, g)
+        return artefacts.normalize(x)
+
+    def _param(self, name: str, family: torch.Tensor) -> torch.Tensor:
+        """Each item's value of one augmentation parameter. Shape: (B,) or (B, 2), float64 on the CPU."""
+        return self.table[name][family]
+
+    def _drawn(self, prob: str, family: torch.Tensor, g: torch.Generator) -> torch.Tensor | None:
+        """The items that draw one step, each with its family's probability ``prob`` (see :meth:`_rows`)."""
+        return self._rows(_uniform(g, family.shape[0]) < self._param(prob, family))
+
+    def _crop_boxes(
+        self, images: torch.Tensor, family: torch.Tensor, g: torch.Generator,
+        boxes: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crop boxes (given, drawn, or the whole image for ``preset: none``), snapped to whole pixels.
+
+        Shape: half-sides, centres: (B, d) float64 each, in normalised units.
         """
         b, d = family.shape[0], self.spatial_dims
-        device = images.device
-
-        def param(name: str) -> torch.Tensor:
-            return self.table[name][family]  # (B,) or (B, 2), float64 on the CPU
-
-        def uniform(*shape: int) -> torch.Tensor:
-            return torch.rand(shape, generator=g, dtype=torch.float64)
-
-        def between(bounds: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-            bounds = bounds if rows is None else bounds[rows]
-            return bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * uniform(bounds.shape[0])
-
-        # ---- 1. geometry
         if self.preset == "none":  # the whole image, as the evaluation input
             half, centre = torch.ones(b, d, dtype=torch.float64), torch.zeros(b, d, dtype=torch.float64)
         else:
             half, centre = boxes if boxes is not None else self._boxes(family, g)
-        half, centre = snap_boxes(half, centre, tuple(images.shape[2:]))  # whole pixels, as MONAI's crops
+        return snap_boxes(half, centre, tuple(images.shape[2:]))  # whole pixels, as MONAI's crops
+
+    def _affines(
+        self, half: torch.Tensor, centre: torch.Tensor, family: torch.Tensor, flip_axis: torch.Tensor,
+        g: torch.Generator,
+    ) -> torch.Tensor:
+        """Each view's sampling affine: its crop box, a random rotation and zoom (``mri`` only) and the flip.
+
+        Shape: half, centre: (B, d) float64; family, flip_axis: (B,) -> (B, d, d+1) float64 (host).
+        """
+        b = family.shape[0]
         full = self.preset == "mri"
-        n_angles = 1 if d == 2 else 3
-        turned = (uniform(b) < param("affine_prob")) if full else torch.zeros(b, dtype=torch.bool)
-        max_angle = param("rotate_deg").deg2rad().unsqueeze(1)
-        angles = (2 * uniform(b, n_angles) - 1) * max_angle * turned.unsqueeze(1)
-        zoom = 1 + (2 * uniform(b) - 1) * param("scale") * turned
-        flipped = (uniform(b) < param("flip_prob")) & (flip_axis >= 0) & (self.preset != "none")
-        flip = torch.where(flipped, flip_axis, torch.full_like(flip_axis, -1))
-        affines = view_affines(half, centre, angles, zoom, flip).to(device, torch.float32, non_blocking=True)
-        displacement = None
-        if full:
-            warped = uniform(b) < param("elastic_prob")
-            if warped.any():
-                magnitude = between(param("elastic_magnitude")) * warped
-                coarse = torch.randn((b, d, *[ELASTIC_CONTROL_POINTS] * d), generator=gd, device=device)
-                displacement = elastic_displacement(coarse, self.size, magnitude.to(device, torch.float32))
-        x = resample(images, affines, self.size, displacement, source)  # (B, C, *size), float32
-        if not full:
-            return artefacts.normalize(x)
+        n_angles = 1 if self.spatial_dims == 2 else 3
+        turned = (_uniform(g, b) < self._param("affine_prob", family)) if full else torch.zeros(b, dtype=torch.bool)
+        max_angle = self._param("rotate_deg", family).deg2rad().unsqueeze(1)  # (B, 1) radians
+        angles = (2 * _uniform(g, b, n_angles) - 1) * max_angle * turned.unsqueeze(1)  # (B, n_angles)
+        zoom = 1 + (2 * _uniform(g, b) - 1) * self._param("scale", family) * turned  # (B,)
+        flipped = (_uniform(g, b) < self._param("flip_prob", family)) & (flip_axis >= 0) & (self.preset != "none")
+        flip = torch.where(flipped, flip_axis, torch.full_like(flip_axis, -1))  # (B,) axis or -1
+        return view_affines(half, centre, angles, zoom, flip)
 
-        # ---- 2. intensity artefacts, each on the items that drew it
-        x = artefacts.rescale01(x)
-        c = x.shape[1]
+    def _elastic(
+        self, family: torch.Tensor, g: torch.Generator, gd: torch.Generator, device: torch.device
+    ) -> torch.Tensor | None:
+        """The elastic displacement of the items that draw it (zero for the others), or None when none does.
 
-        rows = self._rows(uniform(b) < param("bias_field_prob"))
-        if rows is not None:
-            n_terms = artefacts.bias_field_size(d, BIAS_DEGREE)
-            coeffs = uniform(len(rows), n_terms) * param("bias_field_coeff")[rows].unsqueeze(1)
-            x = self._apply(x, rows, artefacts.bias_field, coeffs.to(device, torch.float32), BIAS_DEGREE)
+        Shape: (B, *size, d) float32 on ``device``.
+        """
+        b, d = family.shape[0], self.spatial_dims
+        warped = _uniform(g, b) < self._param("elastic_prob", family)
+        if not warped.any():
+            return None
+        magnitude = _between(self._param("elastic_magnitude", family), g) * warped  # (B,)
+        coarse = torch.randn((b, d, *[ELASTIC_CONTROL_POINTS] * d), generator=gd, device=device)  # (B, d, P, P[, P])
+        return elastic_displacement(coarse, self.size, magnitude.to(device, torch.float32))
 
-        rows = self._rows(uniform(b) < param("gibbs_prob"))
-        if rows is not None:
-            alpha = between(param("gibbs_alpha"), rows)
-            x = self._apply(x, rows, artefacts.gibbs_ringing, alpha.to(device))
+    def _bias_field(self, x: torch.Tensor, family: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Receive-coil bias field, a random polynomial of degree ``BIAS_DEGREE``. Shape: x (B, C, *size), in place."""
+        rows = self._drawn("bias_field_prob", family, g)
+        if rows is None:
+            return x
+        n_terms = artefacts.bias_field_size(self.spatial_dims, BIAS_DEGREE)
+        limit = self._param("bias_field_coeff", family)[rows].unsqueeze(1)  # (n, 1)
+        coeffs = _uniform(g, len(rows), n_terms) * limit  # (n, terms)
+        return self._apply(x, rows, artefacts.bias_field, coeffs.to(x.device, torch.float32), BIAS_DEGREE)
 
-        rows = self._rows(uniform(b) < param("spike_prob"))
-        if rows is not None:
-            sides = torch.tensor(self.size, dtype=torch.float64)
-            location = (uniform(len(rows), c, d) * sides).long().clamp_max(sides.long() - 1)  # (n, C, d)
-            bounds = param("spike_intensity")[rows]  # (n, 2); NaN: MONAI's default range, from the image
-            fraction = uniform(len(rows), c)
-            given = bounds[:, :1] + (bounds[:, 1:] - bounds[:, :1]) * fraction
-            selected = x.index_select(0, rows.to(device))
-            if torch.isnan(bounds[:, 0]).any():
-                # MONAI: 0.95 to 1.1 times 2.5 times the mean log-magnitude of the item's k-space.
-                scale = artefacts.kspace_log_magnitude_mean(selected) * 2.5  # (n, C), on the device
-                default = scale * (0.95 + 0.15 * fraction.to(device, scale.dtype))
-                log_intensity = torch.where(torch.isnan(bounds[:, :1]).to(device), default, given.to(device, scale.dtype))
-            else:
-                log_intensity = given.to(device)
-            x.index_copy_(0, rows.to(device), artefacts.kspace_spike(selected, location.to(device), log_intensity))
+    def _gibbs(self, x: torch.Tensor, family: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Gibbs ringing of a random strength. Shape: x (B, C, *size), in place."""
+        rows = self._drawn("gibbs_prob", family, g)
+        if rows is None:
+            return x
+        alpha = _between(self._param("gibbs_alpha", family)[rows], g)  # (n,)
+        return self._apply(x, rows, artefacts.gibbs_ringing, alpha.to(x.device))
 
-        rows = self._rows(uniform(b) < param("noise_prob"))
-        if rows is not None:
-            std = uniform(len(rows)) * param("noise_std")[rows]
-            noise = torch.randn((2, len(rows), *x.shape[1:]), generator=gd, device=device)
-            x = self._apply(x, rows, artefacts.rician_noise, std.to(device, torch.float32), noise)
+    def _spike(self, x: torch.Tensor, family: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """One k-space spike per channel, at a random place and log-magnitude. Shape: x (B, C, *size), in place."""
+        rows = self._drawn("spike_prob", family, g)
+        if rows is None:
+            return x
+        device, c, d = x.device, x.shape[1], self.spatial_dims
+        sides = torch.tensor(self.size, dtype=torch.float64)
+        location = (_uniform(g, len(rows), c, d) * sides).long().clamp_max(sides.long() - 1)  # (n, C, d)
+        bounds = self._param("spike_intensity", family)[rows]  # (n, 2); NaN: MONAI's default range, from the image
+        fraction = _uniform(g, len(rows), c)  # (n, C)
+        given = bounds[:, :1] + (bounds[:, 1:] - bounds[:, :1]) * fraction  # (n, C)
+        selected = x.index_select(0, rows.to(device))  # (n, C, *size)
+        if torch.isnan(bounds[:, 0]).any():
+            # MONAI: 0.95 to 1.1 times 2.5 times the mean log-magnitude of the item's k-space.
+            scale = artefacts.kspace_log_magnitude_mean(selected) * 2.5  # (n, C), on the device
+            default = scale * (0.95 + 0.15 * fraction.to(device, scale.dtype))
+            log_intensity = torch.where(torch.isnan(bounds[:, :1]).to(device), default, given.to(device, scale.dtype))
+        else:
+            log_intensity = given.to(device)
+        return x.index_copy_(0, rows.to(device), artefacts.kspace_spike(selected, location.to(device), log_intensity))
 
-        rows = self._rows(uniform(b) < param("gamma_prob"))
-        if rows is not None:
-            gamma = between(param("gamma"), rows)
-            x = self._apply(x, rows, artefacts.adjust_contrast, gamma.to(device, torch.float32))
+    def _noise(self, x: torch.Tensor, family: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
+        """Rician noise of a random std, its fields drawn from ``gd``. Shape: x (B, C, *size), in place."""
+        rows = self._drawn("noise_prob", family, g)
+        if rows is None:
+            return x
+        std = _uniform(g, len(rows)) * self._param("noise_std", family)[rows]  # (n,)
+        noise = torch.randn((2, len(rows), *x.shape[1:]), generator=gd, device=x.device)  # (2, n, C, *size)
+        return self._apply(x, rows, artefacts.rician_noise, std.to(x.device, torch.float32), noise)
 
-        shifted = uniform(b) < param("histogram_shift_prob")
-        points = param("histogram_points").long()
+    def _gamma(self, x: torch.Tensor, family: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Gamma contrast change of a random exponent. Shape: x (B, C, *size), in place."""
+        rows = self._drawn("gamma_prob", family, g)
+        if rows is None:
+            return x
+        gamma = _between(self._param("gamma", family)[rows], g)  # (n,)
+        return self._apply(x, rows, artefacts.adjust_contrast, gamma.to(x.device, torch.float32))
+
+    def _histogram_shift(self, x: torch.Tensor, family: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Histogram shift through random control points (MONAI RandHistogramShift). Shape: x (B, C, *size), in place."""
+        shifted = _uniform(g, family.shape[0]) < self._param("histogram_shift_prob", family)
+        points = self._param("histogram_points", family).long()  # (B,)
         for n in points[shifted].unique().tolist():  # one group per control-point count
             rows = self._rows(shifted & (points == n))
-            floating = torch.linspace(0, 1, n, dtype=torch.float64).repeat(len(rows), 1)
+            floating = torch.linspace(0, 1, n, dtype=torch.float64).repeat(len(rows), 1)  # (n_rows, n)
             for i in range(1, n - 1):  # as MONAI: each point uniform between its left and right neighbour
-                floating[:, i] = floating[:, i - 1] + (floating[:, i + 1] - floating[:, i - 1]) * uniform(len(rows))
-            x = self._apply(x, rows, artefacts.histogram_shift, floating.to(device, torch.float32))
-        return artefacts.normalize(x)
+                floating[:, i] = floating[:, i - 1] + (floating[:, i + 1] - floating[:, i - 1]) * _uniform(g, len(rows))
+            x = self._apply(x, rows, artefacts.histogram_shift, floating.to(x.device, torch.float32))
+        return x
 
     @staticmethod
     def _rows(chosen: torch.Tensor) -> torch.Tensor | None:
@@ -230,3 +284,13 @@ class BatchViews:
         """``fn`` on the chosen items, written back in place (``x`` is the view's own tensor)."""
         index = rows.to(x.device, non_blocking=True)
         return x.index_copy_(0, index, fn(x.index_select(0, index), *args))
+
+
+def _uniform(g: torch.Generator, *shape: int) -> torch.Tensor:
+    """Uniform draws in [0, 1) from ``g``. Shape: ``shape``, float64 on the CPU."""
+    return torch.rand(shape, generator=g, dtype=torch.float64)
+
+
+def _between(bounds: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One uniform draw per row between its bounds. Shape: (n, 2) float64 -> (n,)."""
+    return bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * _uniform(g, bounds.shape[0])

@@ -61,24 +61,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _run_config_path(encoder: str) -> Path | None:
-    """The ``config.yaml`` of a run directory, or the one beside a bare ``encoder.pt``."""
-    if encoder == "random":
-        return None
-    path = Path(encoder)
-    candidate = (path if path.is_dir() else path.parent) / "config.yaml"
-    return candidate if candidate.is_file() else None
-
-
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from mocomri.config import load_config
     from mocomri.eval import ProbeOptions, format_table, run_probe
     from mocomri.eval.baselines import SupervisedBudget
+    from mocomri.run_dir import find_run_config
 
     # An explicit --config wins; else the run's own config.yaml (so --set can override it).
-    config_path = args.config or _run_config_path(args.encoder)
+    config_path = args.config or (None if args.encoder == "random" else find_run_config(args.encoder))
     cfg = load_config(config_path, args.set) if (config_path or args.set) else None
     flags = {"name": args.arch, "width": args.width, "in_channels": args.in_channels}
     arch = {k: v for k, v in flags.items() if v is not None}

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mocomri.augment import BatchViews
+from mocomri.augment.settings import AugmentConfig
 from mocomri.data.cache import PreprocessCache
 from mocomri.data.io import file_kind
 from mocomri.data.manifest import Manifest
 from mocomri.data.preprocess import PreprocessSettings
-from mocomri.data.settings import AugmentConfig, DataConfig
-from mocomri.augment import BatchViews
+from mocomri.data.settings import DataConfig
 from mocomri.data.transforms import build_eval_transform
 from mocomri.data.working import build_working_array, working_side
 from mocomri.errors import DataError

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mocomri.config import Config, ModelConfig, config_from_dict
+from mocomri.config import Config, ModelConfig
 from mocomri.errors import ConfigError
 from mocomri.files import atomic_path, file_digest
+from mocomri.run_dir import CONFIG_FILE, load_run
 
 RANDOM = "random"
 FEATURES = ("pooled", "stages", "patches")  # what a probe reads off an encoder; see StagePooled, PatchPooled
@@ -181,7 +182,7 @@ class EncoderSource:
         return {
             "kind": self.kind,
             "run_dir": str(self.run_dir) if self.run_dir else None,
-            "config": str(self.run_dir / "config.yaml") if self.run_dir else None,
+            "config": str(self.run_dir / CONFIG_FILE) if self.run_dir else None,
             "weights": str(self.weights_path) if self.weights_path else None,
             "encoder_sha1": self.sha1 or None,
             "checkpoint_step": self.step,
@@ -202,27 +203,18 @@ def load_encoder_source(
     """
     if str(source) == RANDOM:
         return EncoderSource(kind=RANDOM, model=model_cfg or ModelConfig())
-    path = Path(source)
-    weights = path / "encoder.pt" if path.is_dir() else path
-    if not weights.is_file():
-        raise FileNotFoundError(f"encoder weights not found: {weights}")
-    run_dir = weights.parent if (weights.parent / "config.yaml").is_file() else None
-    run_config = None
-    if run_dir is not None:
-        import yaml
-
-        with open(run_dir / "config.yaml") as f:
-            run_config = config_from_dict(yaml.safe_load(f) or {})
-    state_dict = torch.load(weights, weights_only=True, map_location="cpu")
+    run = load_run(source)
+    run_config = run.config()
+    state_dict = torch.load(run.weights, weights_only=True, map_location="cpu")
     return EncoderSource(
-        kind="run" if run_dir else "file",
+        kind="run" if run.run_dir else "file",
         model=model_cfg or (run_config.model if run_config else ModelConfig()),
         state_dict=state_dict,
-        sha1=file_digest(weights),
-        weights_path=weights,
-        run_dir=run_dir,
+        sha1=file_digest(run.weights),
+        weights_path=run.weights,
+        run_dir=run.run_dir,
         run_config=run_config,
-        step=_checkpoint_step(run_dir / "checkpoints" / "last.pt") if run_dir else None,
+        step=_checkpoint_step(run.run_dir / "checkpoints" / "last.pt") if run.run_dir else None,
     )
 
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from mocomri.augment.settings import AugmentConfig
 from mocomri.config import Config
-from mocomri.data.settings import AugmentConfig, DataConfig
+from mocomri.data.settings import DataConfig
 from mocomri.errors import ConfigError, DataError
 from mocomri.eval.baselines import (
     INTENSITY_PERCENTILES,

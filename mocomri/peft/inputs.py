@@ -45,12 +45,11 @@ def resolve_config(encoder: str | Path | None, config: str | Path | None = None,
         config, or the defaults).
     """
     from mocomri.config import load_config
+    from mocomri.run_dir import find_run_config
 
     path = config
     if path is None and encoder and str(encoder) != "random":
-        encoder = Path(encoder)
-        candidate = (encoder if encoder.is_dir() else encoder.parent) / "config.yaml"
-        path = candidate if candidate.is_file() else None
+        path = find_run_config(encoder)
     return load_config(path, overrides) if (path or overrides) else None
 
 
