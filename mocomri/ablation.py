@@ -136,6 +136,7 @@ def run_ablation(
 
 def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
     """Pretrains and probes one cell; records success or failure in ``cell.json``."""
+    from mocomri.eval.knn_monitor import KnnMonitor
     from mocomri.train.pretrain import pretrain
 
     cfg = load_config(spec.base, cell.overrides(spec.overrides))
@@ -144,7 +145,7 @@ def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
     started = time.perf_counter()
     record: dict[str, Any] = {"cell": cell.name, "seed": cell.seed, **cell.values}
     try:
-        result = pretrain(cfg)
+        result = pretrain(cfg, monitor=KnnMonitor)
         record.update(status="ok", steps=result.steps, final_loss=result.final_loss, contrastive_acc=result.final_accuracy, pretrain_s=result.wall_time_s)
         record.update(_probe(spec, cfg, cell.run_dir, encoder=str(cell.run_dir)))
     except MocomriError as e:  # a failed cell is a result (e.g. m = 0), not a crash of the grid

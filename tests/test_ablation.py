@@ -132,7 +132,7 @@ def test_run_cell__failure_is_recorded_not_raised(tmp_path, labelled_manifest, m
     from mocomri import ablation
     from mocomri.train import pretrain as pretrain_mod
 
-    def diverge(cfg, resume=True):
+    def diverge(cfg, resume=True, monitor=None):
         raise pretrain_mod.NonFiniteLossError("the loss became NaN/Inf at step 3")
 
     monkeypatch.setattr(pretrain_mod, "pretrain", diverge)

@@ -13,7 +13,7 @@ import yaml
 
 from mocomri.data.manifest import Manifest, ManifestRow, read_manifest
 from mocomri.errors import DataError
-from mocomri.eval.crossfit import assign_folds, fold_manifest, pool_scores
+from mocomri.crossfit import assign_folds, fold_manifest, pool_scores
 
 
 def _manifest(n_subjects: int = 20, scans: int = 2) -> Manifest:

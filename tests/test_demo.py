@@ -15,12 +15,15 @@ from mocomri.models.encoders import create_encoder
 
 @pytest.fixture
 def untrained_pretrain(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
-    """``pretrain`` writes a run directory with a random encoder and records the config it got."""
+    """``pretrain`` writes a run directory with a random encoder and records the config it got
+    (and checks that the demo's run is handed the kNN monitor)."""
     import mocomri.train.pretrain
+    from mocomri.eval.knn_monitor import KnnMonitor
 
     seen: list[Config] = []
 
-    def pretrain(cfg: Config) -> Path:
+    def pretrain(cfg: Config, resume: bool = True, monitor=None) -> Path:
+        assert monitor is KnnMonitor
         seen.append(cfg)
         run_dir = Path(cfg.train.out_dir)
         run_dir.mkdir(parents=True)

@@ -90,12 +90,10 @@ def _pretrain_cmd(cfg: Path, *extra: str) -> list[str]:
 
 
 def test_pretrain__writes_run_directory(tmp_path, cohort_manifest):
-    from mocomri.train.pretrain import pretrain
-
-    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=6, log__knn_monitor=True, log__knn_every_steps=4))
-    result = pretrain(cfg)
-    run = Path(cfg.train.out_dir)
-    assert result.steps == 6
+    # through the command, as a user runs it: the command hands pretrain() the kNN monitor
+    cfg_path = tiny_config(tmp_path, cohort_manifest, train__max_steps=6, log__knn_monitor=True, log__knn_every_steps=4)
+    assert cli_main(["pretrain", "--config", str(cfg_path)]) == 0
+    run = Path(load_config(cfg_path).train.out_dir)
     for name in ("config.yaml", "metrics.jsonl", "encoder.pt", "summary.json", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     assert list((run / "tb").glob("events.out.tfevents.*"))
@@ -112,6 +110,20 @@ def test_pretrain__writes_run_directory(tmp_path, cohort_manifest):
     monitor = read_metrics(run / "metrics.jsonl", kind="monitor")
     assert [r["step"] for r in monitor] == [0, 4, 6]
     assert all(0.0 <= r["knn_acc"] <= 1.0 for r in monitor)
+
+
+def test_pretrain__knn_monitor_false_builds_no_monitor(tmp_path, cohort_manifest):
+    from mocomri.train.pretrain import pretrain
+
+    built = []
+
+    def monitor(manifest, cfg, rt):  # the factory a command hands over; never called here
+        built.append(cfg)
+
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__max_steps=2, log__knn_monitor=False))
+    assert pretrain(cfg, monitor=monitor).steps == 2
+    assert built == []
+    assert read_metrics(Path(cfg.train.out_dir) / "metrics.jsonl", kind="monitor") == []
 
 
 def test_pretrain__resume_after_sigkill_matches_uninterrupted(tmp_path, cohort_manifest):

@@ -51,12 +51,13 @@ from mocomri.eval.metrics import classification_metrics  # noqa: E402
 from mocomri.files import state_dict_digest  # noqa: E402
 from mocomri.peft import PEM, PEMSpec, add, analogy, load_pem, save_pem  # noqa: E402
 from mocomri.peft.compare import accuracy_contrast  # noqa: E402
-from mocomri.peft.compose import DEFAULT_GRID, DEFAULT_GUARD, choose_lambda, choose_lambda_guarded, share_kept  # noqa: E402
+from mocomri.peft.compose import DEFAULT_GRID, choose_lambda  # noqa: E402
 from mocomri.peft.evaluate import module_proba, predict_with, score  # noqa: E402
 from mocomri.peft.inputs import LabelledItems, labelled_items, load_base, resolve_config  # noqa: E402
 from mocomri.peft.spec import default_targets  # noqa: E402
 from mocomri.peft.train import TrainOptions, train_module  # noqa: E402
 from tools.peft_lab.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
+from tools.peft_lab.lambda_rules import DEFAULT_GUARD, GUARD_BY, choose_lambda_guarded, share_kept  # noqa: E402
 from tools.peft_lab.report import Results  # noqa: E402
 from tools.peft_lab.shift import ScannerShift, shift_manifest  # noqa: E402
 from tools.peft_lab.subsets import label_skewed_halves, relabel  # noqa: E402
@@ -326,7 +327,7 @@ def domain(lab: Lab, kinds: list[str], seeds: list[int], lambda_on: str = "targe
     the mean of the target's and the source's val accuracy (``"both"``: one module for both domains);
     or (``"guarded"``) on the target's val split among the λ whose source val accuracy is at most
     ``--guard`` below the source-only module's (λ = 1;
-    :func:`mocomri.peft.compose.choose_lambda_guarded`): the target gains only what the source
+    :func:`tools.peft_lab.lambda_rules.choose_lambda_guarded`): the target gains only what the source
     scanner can spare."""
     shift = ScannerShift()
     chosen_on = {"target": "the target val split",
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moco-lr", type=float, help="the MoCo modules' learning rate (default: --lr)")
     parser.add_argument("--guard", type=float, help="--domain-lambda guarded: the source val accuracy the analogy "
                         "may lose against the source-only module (default 0.01, one point)")
-    parser.add_argument("--guard-by", choices=("ci", "estimate"), help="--domain-lambda guarded: judge the "
+    parser.add_argument("--guard-by", choices=GUARD_BY, help="--domain-lambda guarded: judge the "
                         "source val loss by the lower end of its paired 95%% CI by subject (default; "
                         "non-inferiority) or by its point estimate")
     parser.add_argument("--share", type=float, help="the distribution halves' skew: each half's share of its "

@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mocomri.config import load_config
+    from mocomri.crossfit import run_crossfit
     from mocomri.eval import ProbeOptions, format_table
-    from mocomri.eval.crossfit import run_crossfit
 
     cfg = load_config(args.config, args.overrides)
     if cfg.train.keep_freed_memory:

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from mocomri.data.manifest import build_manifest, write_manifest
     from mocomri.data.synthetic import make_cohort
     from mocomri.eval import format_table, run_probe
+    from mocomri.eval.knn_monitor import KnnMonitor
     from mocomri.train.pretrain import pretrain
 
     out = Path(args.out)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         from mocomri.train.runtime import keep_freed_memory
 
         keep_freed_memory()  # process-wide: the command's choice
-    pretrain(cfg)
+    pretrain(cfg, monitor=KnnMonitor)
     print("[4/4] linear probe on frozen features, per slice, against baselines")
     metrics = run_probe(
         encoder=out / "run",

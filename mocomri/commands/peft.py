@@ -69,19 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--lambda", dest="lam", type=_lambda, default=None,
                    help="λ, or 'auto' (default) to choose it on the val rows of --val")
     c.add_argument("--val", nargs="+", metavar="MANIFEST",
-                   help="manifest(s) whose labelled 'val' rows choose λ; several: their mean accuracy "
-                   "(e.g. the source's and the target's, for one module that serves both)")
-    c.add_argument("--lambda-score", choices=["mean", "kept", "guarded"], default="mean",
-                   help="how --val scores a λ: the mean accuracy over the manifests (default); (--add) the "
-                   "smallest share, over the manifests, of the better input module's accuracy kept: one module "
-                   "for several tasks that loses least on its worst; or 'guarded': the accuracy on the first "
-                   "manifest among the λ that lose at most --guard on each other manifest against the first "
-                   "module alone (e.g. --val TARGET SOURCE for an analogy that must keep the source)")
-    c.add_argument("--guard", type=float, default=0.01,
-                   help="'guarded': the accuracy each other manifest may lose (default 0.01, one point)")
-    c.add_argument("--guard-by", choices=["ci", "estimate"], default="ci",
-                   help="'guarded': judge a λ's loss by the lower end of its paired 95%% CI by subject "
-                   "(default: non-inferiority, robust to a small val split) or by the point estimate")
+                   help="manifest(s) whose labelled 'val' rows choose λ: the λ of --grid with the best accuracy "
+                   "(several: the best mean accuracy, e.g. the source's and the target's, for one module that "
+                   "serves both)")
     c.add_argument("--grid", type=_grid, default=None, metavar="L1,L2,...",
                    help="the λ values tried (default 0, 0.1, ..., 1)")
     c.add_argument("--out", required=True, help="the module file to write")
@@ -128,8 +118,8 @@ def run_compose(args: argparse.Namespace) -> int:
 
     operation, modules = next((name, getattr(args, name)) for name in ("add", "negate", "analogy") if getattr(args, name))
     result = compose_files(operation, modules, args.out, lam=args.lam, encoder=args.encoder,
-                           val_manifest=args.val, config=_config(args), lambda_score=args.lambda_score,
-                           guard=args.guard, guard_by=args.guard_by, device=args.device, **({"grid": args.grid} if args.grid else {}))
+                           val_manifest=args.val, config=_config(args), device=args.device,
+                           **({"grid": args.grid} if args.grid else {}))
     chosen = "" if result.lam is None else f" with λ={result.lam:g}" + (" (chosen on val)" if result.curve else "")
     print(f"wrote {result.module}{chosen}; report {result.report}")
     return 0

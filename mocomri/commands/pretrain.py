@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mocomri.config import load_config
+    from mocomri.eval.knn_monitor import KnnMonitor
     from mocomri.train.pretrain import pretrain
 
     overrides = list(args.overrides)
@@ -36,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
         from mocomri.train.runtime import keep_freed_memory
 
         keep_freed_memory()
-    pretrain(cfg, resume=args.resume)
+    pretrain(cfg, resume=args.resume, monitor=KnnMonitor)
     return 0

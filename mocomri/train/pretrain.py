@@ -12,8 +12,10 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from mocomri.config import Config, config_to_dict, save_config
 from mocomri.data.datasets import build_pretrain_dataset
-from mocomri.data.manifest import read_manifest
+from mocomri.data.manifest import Manifest, read_manifest
 from mocomri.errors import MocomriError
 from mocomri.files import file_digest
 from mocomri.models import MoCo, constant_momentum, cosine_momentum, encoder_from_config, spatial_dims_of
@@ -38,7 +40,6 @@ from mocomri.train.logger import RunLogger
 from mocomri.train.lr_schedule import scaled_lr, warmup_cosine_lr
 from mocomri.train.masking import plan_masking
 from mocomri.train.guards import CollapsedRunError, CollapseGuard, NonFiniteGuard, NonFiniteLossError, kept_checkpoint
-from mocomri.train.knn_monitor import KnnMonitor
 from mocomri.train.log_window import LogWindow
 from mocomri.train.monitors import embedding_stats
 from mocomri.train.runtime import (
@@ -55,8 +56,18 @@ from mocomri.train.step import train_step
 MOMENTUM_SCHEDULES = {"constant": constant_momentum, "cosine": cosine_momentum}
 
 
-__all__ = ["CollapsedRunError", "NonFiniteLossError", "PretrainResult", "build_loader", "build_model",
-           "build_optimizer", "export_encoder", "make_runtime", "pretrain"]
+__all__ = ["CollapsedRunError", "Monitor", "MonitorFactory", "NonFiniteLossError", "PretrainResult", "build_loader",
+           "build_model", "build_optimizer", "export_encoder", "make_runtime", "pretrain"]
+
+
+class Monitor(Protocol):
+    """A figure of the frozen backbone measured during pretraining (the kNN accuracy, say)."""
+
+    def measure(self, backbone: torch.nn.Module, step: int) -> float | None: ...
+
+
+# (manifest, config, runtime) -> the monitor, e.g. :class:`mocomri.eval.knn_monitor.KnnMonitor`
+MonitorFactory = Callable[[Manifest, Config, Runtime], Monitor]
 
 
 @dataclass
@@ -134,12 +145,13 @@ def make_runtime(cfg: Config) -> Runtime:
     )
 
 
-def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
+def pretrain(cfg: Config, resume: bool = True, monitor: MonitorFactory | None = None) -> PretrainResult:
     """Runs (or resumes) MoCo pretraining as ``cfg`` describes; returns where it wrote.
 
     Writes into ``cfg.train.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``tb/``,
     ``checkpoints/`` and, at the end, ``encoder.pt`` (the backbone's weights only) and
-    ``summary.json``.
+    ``summary.json``. ``monitor`` builds the monitor the run logs as ``knn_acc`` (on the main
+    rank, where ``log.knn_monitor`` is set); without one the run logs none.
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
@@ -159,7 +171,7 @@ def pretrain(cfg: Config, resume: bool = True) -> PretrainResult:
     peak_lr = scaled_lr(cfg.optim.lr, cfg.train.batch_size * rt.world_size)
     warmup_steps = cfg.optim.warmup_epochs * inputs.steps_per_epoch
     momentum_at = MOMENTUM_SCHEDULES[cfg.moco.momentum_schedule]
-    watch = _Watch(cfg, rt, run_dir, inputs, start_step, total_steps)
+    watch = _Watch(cfg, rt, run_dir, inputs, start_step, total_steps, monitor)
     watch.start(model.backbone)
 
     model.train()
@@ -299,11 +311,12 @@ class _Watch:
     """What the loop shows and guards: the log, the progress bar, the kNN monitor, the epoch line,
     and the stops (a non-finite loss, collapsed embeddings)."""
 
-    def __init__(self, cfg: Config, rt: Runtime, run_dir: Path, inputs: _Inputs, start_step: int, total_steps: int):
+    def __init__(self, cfg: Config, rt: Runtime, run_dir: Path, inputs: _Inputs, start_step: int, total_steps: int,
+                 monitor: MonitorFactory | None):
         self.cfg, self.rt, self.run_dir = cfg, rt, run_dir
         self.start_step, self.total_steps, self.steps_per_epoch = start_step, total_steps, inputs.steps_per_epoch
         self.logger = RunLogger(run_dir, tensorboard=cfg.log.tensorboard, enabled=rt.is_main)
-        self.knn = KnnMonitor(inputs.manifest, cfg, rt) if rt.is_main and cfg.log.knn_monitor else None
+        self.knn = monitor(inputs.manifest, cfg, rt) if monitor is not None and rt.is_main and cfg.log.knn_monitor else None
         self.nonfinite = NonFiniteGuard(rt.device, inputs.steps_per_epoch)
         self.collapse = CollapseGuard(cfg.train.collapse_spread, cfg.train.collapse_patience_steps, cfg.train.stop_on_collapse)
         self.window = LogWindow(rt.device)

@@ -39,10 +39,12 @@ from mocomri.config import Config
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
 from mocomri.errors import ConfigError, DataError
 from mocomri.eval.features import READ_OUTS
+from mocomri.eval.knn_monitor import KnnMonitor
 from mocomri.eval.metrics import classification_metrics
 from mocomri.eval.report import difference_title, format_cell, format_difference, method_title, write_report
 from mocomri.eval.runner import PAIRED, ProbeOptions, collect_probe_runs, fraction_key, probe_metrics
 from mocomri.eval.scoring import paired_difference, summarise
+from mocomri.train.pretrain import pretrain
 
 
 @dataclass
@@ -169,8 +171,6 @@ def run_crossfit(
         task name (``""`` for ``manifest``'s labels) -> the pooled metrics written to
         ``metrics[_<task>].json``.
     """
-    from mocomri.train.pretrain import pretrain
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or ProbeOptions()
@@ -204,7 +204,7 @@ def run_crossfit(
             if verbose:
                 print(f"crossfit: fold {fold.index + 1}/{folds}: pretraining on the other folds' scans -> {fold.run_dir}",
                       flush=True)
-            pretrain(cfg, resume=True)
+            pretrain(cfg, resume=True, monitor=KnnMonitor)
         for name in all_tasks:
             collected = collect_probe_runs(
                 fold.run_dir, fold.manifest_path(name), cfg, out_dir=fold.probe_dir(name, options.features),

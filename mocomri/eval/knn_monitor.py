@@ -1,12 +1,29 @@
-"""The kNN monitor: the frozen backbone's kNN accuracy during pretraining, as the probe's report computes it."""
+"""The kNN monitor: the frozen backbone's kNN accuracy during pretraining, as the probe's report computes it.
+
+Pretraining does not import it: a caller hands the class to
+:func:`mocomri.train.pretrain.pretrain` (``monitor=KnnMonitor``), which builds it on the main
+rank when ``log.knn_monitor`` is set.
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from mocomri.config import Config
-from mocomri.train.runtime import Runtime
+from mocomri.data.datasets import build_eval_dataset
+from mocomri.data.manifest import Manifest
+from mocomri.eval.features import extract_features
+from mocomri.eval.probe import fit_knn_probe
+
+
+class Placement(Protocol):
+    """Where the monitor extracts features: the run's device and precision (a run's ``Runtime``)."""
+
+    device: torch.device
+    precision: str
 
 
 class KnnMonitor:
@@ -20,15 +37,13 @@ class KnnMonitor:
     :func:`mocomri.eval.probe.fit_knn_probe`), on at most ``log.knn_max_items`` items per side.
     """
 
-    def __init__(self, manifest, cfg: Config, rt: Runtime):
+    def __init__(self, manifest: Manifest, cfg: Config, rt: Placement):
         self.ready = False
         labelled = [i for i, r in enumerate(manifest.rows) if r.label]
         train = [i for i in labelled if manifest.rows[i].split == "train"]
         test = [i for i in labelled if manifest.rows[i].split in ("val", "test")]
         if not train or not test:
             return
-        from mocomri.data.datasets import build_eval_dataset
-
         self.rt = rt
         self.k = cfg.log.knn_k
         labels = [r.label for r in manifest.rows]
@@ -44,11 +59,9 @@ class KnnMonitor:
         self.ready = True
 
     def measure(self, backbone: torch.nn.Module, step: int) -> float | None:
+        """The kNN accuracy of ``backbone`` on the held-out side; None without labelled splits."""
         if not self.ready:
             return None
-        from mocomri.eval.features import extract_features
-        from mocomri.eval.probe import fit_knn_probe
-
         was_training = backbone.training
         (ftr, ytr), (fte, yte) = (
             (extract_features(backbone, ds, batch_size=256, device=self.rt.device, bf16=self.rt.precision == "bf16"),
