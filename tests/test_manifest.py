@@ -367,3 +367,11 @@ def test_manifest_command__a_split_that_misses_its_share_exits_2_and_writes_noth
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0]
     assert err[0].startswith("mocomri manifest: error: the test split holds") and "'big', holds 40 files" in err[0]
     assert not out.exists()
+
+
+def test_manifest_command__a_3d_threshold_of_minus_one_is_a_usage_error(tmp_path, capsys):
+    # -1 skips the whole near-duplicate pass, and only through --near-threshold
+    with pytest.raises(SystemExit) as caught:
+        cli_main(["manifest", "--root", str(tmp_path), "--out", str(tmp_path / "m.csv"), "--near-threshold-3d", "-1"])
+    assert caught.value.code == 2
+    assert "-1 must be 'auto', a number of bits in 0-63" in capsys.readouterr().err

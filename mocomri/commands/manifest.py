@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 
 
-def _threshold(text: str) -> int | str:
+def _threshold(text: str, lowest: int = -1) -> int | str:
     if text == "auto":
         return text
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of bits (0-63, -1 to skip), got {text!r}") from None
-    if not -1 <= value < 64:
-        raise argparse.ArgumentTypeError(f"{value} must be 'auto', -1 (skip) or a number of bits in 0-63")
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of bits, got {text!r}") from None
+    if not lowest <= value < 64:
+        allowed = "-1 (skip the pass) or " if lowest < 0 else ""
+        raise argparse.ArgumentTypeError(f"{value} must be 'auto', {allowed}a number of bits in 0-63")
     return value
+
+
+def _threshold_3d(text: str) -> int | str:
+    return _threshold(text, lowest=0)  # the pass is skipped as a whole, with --near-threshold -1
 
 
 def register(subparsers) -> None:
@@ -48,7 +53,7 @@ def register(subparsers) -> None:
                         help="near-duplicates of 2D images: perceptual-hash distance in bits of 64 (default: auto, "
                         "the largest up to 6 whose groups do not chain across the set when they become the "
                         "pseudo-subjects; -1 skips the pass)")
-    parser.add_argument("--near-threshold-3d", type=_threshold, default="auto",
+    parser.add_argument("--near-threshold-3d", type=_threshold_3d, default="auto",
                         help="the same for NIfTI volumes, on their 3D hash (default: auto, up to 2)")
     parser.add_argument("--keep-split-folders", action="store_true",
                         help="keep the set's split folders even when near-duplicates cross them "

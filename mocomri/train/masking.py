@@ -94,5 +94,6 @@ def plan_masking(item_subjects: Sequence[str], max_share: float) -> MaskingPlan:
             break
         masked.append(subject)
         masked_share += cost
-    unmasked = tuple((s, c / n) for s, c in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])) if s not in set(masked))
-    return MaskingPlan(frozenset(masked), share, masked_share, unmasked)
+    kept = frozenset(masked)
+    unmasked = tuple((s, c / n) for s, c in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])) if s not in kept)
+    return MaskingPlan(kept, share, masked_share, unmasked)
