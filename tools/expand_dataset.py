@@ -2,7 +2,7 @@
 """Offline dataset expansion: each image plus N augmented copies, written to disk with a manifest.
 
 This is the "expand the set offline" alternative to MoCo's online augmentation, for the
-offline-expansion ablation (docs/ablations.md). The copies are drawn with the augmentation that
+offline-expansion ablation (RESULTS.md, "Ablations"). The copies are drawn with the augmentation that
 pretraining uses online (:class:`mocomri.augment.BatchViews` with the ``augment`` section of
 ``--config``), so the comparison is between the *same* augmentations applied once, ahead of
 time, and applied afresh at every step.

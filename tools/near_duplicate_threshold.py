@@ -11,7 +11,7 @@
    slices of one scan, which should merge).
 
     .venv/bin/python tools/near_duplicate_threshold.py --images ../shared/data/brain-tumor-mri \\
-        --volumes ../shared/data/ixi-t1-185/t1 --out docs/near_duplicates
+        --volumes ../shared/data/ixi-t1-185/t1 --out tools/runs/near_duplicates
 
 Writes ``OUT/pairs.png`` and ``OUT/summary.json`` and prints Markdown tables.
 """
@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path)
     parser.add_argument("--volumes", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("docs/near_duplicates"))
+    parser.add_argument("--out", type=Path, default=Path("tools/runs/near_duplicates"))
     args = parser.parse_args()
     summary = {}
     if args.images:
