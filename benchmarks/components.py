@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.timing import paired_ratio, summary, time_interleaved
 from mocomri.losses import info_nce
 from mocomri.models import KeyQueue, create_encoder, momentum_update
+from mocomri.timing import device_sync, paired_ratio, summary, time_interleaved
 
 
 def momentum_update_cost(
@@ -46,7 +46,7 @@ def momentum_update_cost(
     def fused() -> None:
         momentum_update(query, key, m)
 
-    sync = _sync(device)
+    sync = device_sync(device)
     for fn in (loop, fused):
         fn()
     times = time_interleaved({"loop": loop, "fused": fused}, rounds, 5, sync)
@@ -76,7 +76,7 @@ def enqueue_cost(queue_size: int, batch: int, dim: int, device: torch.device, ro
     def in_place() -> None:
         ring.enqueue(keys, subjects)
 
-    sync = _sync(device)
+    sync = device_sync(device)
     for fn in (cat, in_place):
         fn()
     times = time_interleaved({"cat": cat, "in_place": in_place}, rounds, 10, sync)
@@ -127,7 +127,7 @@ def negatives_cost(queue_sizes: list[int], batch: int, dim: int, device: torch.d
         fns[(size, "reference")] = reference
     for fn in fns.values():
         fn()
-    times = time_interleaved({f"{s}/{f}": fn for (s, f), fn in fns.items()}, rounds, 3, _sync(device))
+    times = time_interleaved({f"{s}/{f}": fn for (s, f), fn in fns.items()}, rounds, 3, device_sync(device))
     return [
         {"queue_size": s, "mocomri": summary(times[f"{s}/mocomri"]), "reference": summary(times[f"{s}/reference"])}
         for s in queue_sizes
@@ -165,7 +165,7 @@ def pinned_copy_cost(shape: tuple[int, ...], device: torch.device, rounds: int) 
         return None
     pageable = torch.randn(shape)
     pinned = pageable.pin_memory()
-    sync = _sync(device)
+    sync = device_sync(device)
     times = time_interleaved(
         {
             "pageable": lambda: pageable.to(device, non_blocking=True),
@@ -181,9 +181,3 @@ def pinned_copy_cost(shape: tuple[int, ...], device: torch.device, rounds: int) 
         "pinned": summary(times["pinned"]),
         "speedup": paired_ratio(times["pageable"], times["pinned"]),
     }
-
-
-def _sync(device: torch.device):
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return None

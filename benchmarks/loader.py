@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from mocomri.timing import device_sync, time_fed
+
 
 PREFETCH = 2  # batches each worker prefetches (DataLoader's default)
 
@@ -117,31 +119,23 @@ def _pairs_per_s(dataset, loader, batches: int, untimed: int, device: torch.devi
     """Pairs/s of reading batches and making their views on ``device``, as the training loop does."""
     it = _batches(loader)
     for _ in range(untimed):
-        next(it)
-    start = time.perf_counter()
-    pairs = sum(len(dataset.make_views(next(it), device)[0]) for _ in range(batches))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return pairs / (time.perf_counter() - start)
+        next(it)  # read only: making their views would give the workers time to prefetch again
+    pairs = []
+    timing = time_fed(it, lambda batch: pairs.append(len(dataset.make_views(batch, device)[0])), batches,
+                      sync=device_sync(device))
+    return sum(pairs) / timing.seconds
 
 
 def _fed_step(dataset, loader, step, steps: int, untimed: int) -> dict:
     """The step fed by the loader, as in training: pairs/s and the fraction spent waiting for data."""
     fmt = step.memory_format
-    it = _batches(loader)
-    wait = 0.0
-    for i in range(untimed + steps):
-        if i == untimed:
-            step.sync()
-            start, wait = time.perf_counter(), 0.0
-        t = time.perf_counter()
-        batch = next(it)
-        wait += time.perf_counter() - t
-        view_q, view_k = dataset.make_views(batch, step.device)
+
+    def feed(batch: dict) -> None:
+        view_q, view_k = dataset.make_views(batch, step.device)  # (B, C, *S) each
         step.view_q, step.view_k = view_q.contiguous(memory_format=fmt), view_k.contiguous(memory_format=fmt)
-        step.subjects = batch["subject"].to(step.device, non_blocking=True)
+        step.subjects = batch["subject"].to(step.device, non_blocking=True)  # (B,)
         step()
-    step.sync()
-    elapsed = time.perf_counter() - start
-    return {"pairs_per_s": steps * step.spec.batch_size / elapsed, "data_wait_frac": wait / elapsed,
+
+    timing = time_fed(_batches(loader), feed, steps, warmup=untimed, sync=step.sync)
+    return {"pairs_per_s": timing.steps * step.spec.batch_size / timing.seconds, "data_wait_frac": timing.wait_frac,
             "variant": step.spec.variant, "batch_size": step.spec.batch_size}

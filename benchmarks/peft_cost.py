@@ -10,10 +10,10 @@ The architecture and input size are the config's (the brain-tumour recipe: ResNe
 training builds it: LoRA and (IA)³ at their default targets (rank 4 for LoRA) on the frozen
 encoder (:class:`mocomri.peft.PEMEncoder`, BatchNorm in eval mode), and full fine-tuning (every
 weight, BatchNorm in train mode); each with a linear head and AdamW. The timed step is
-:func:`mocomri.peft.train.ce_step`, the step module training and full fine-tuning run.
+:func:`mocomri.train.finetune.ce_step`, the step module training and full fine-tuning run.
 
 - Step time: after warm-up steps, the cases take turns for ``--rounds`` rounds
-  (:func:`benchmarks.timing.time_interleaved`); medians (and best) over rounds, and the median
+  (:func:`mocomri.timing.time_interleaved`); medians (and best) over rounds, and the median
   of the per-round ratio to full fine-tuning.
 - Peak memory: :class:`benchmarks.memory.PeakMemory` over each case's building and warm-up
   steps: on the CPU the growth of the process's peak resident set (the kernel's high-water mark,
@@ -33,11 +33,11 @@ from torch import nn
 
 from benchmarks.machine import describe_machine
 from benchmarks.memory import PeakMemory, cpu_method
-from benchmarks.timing import paired_ratio, summary, time_interleaved
 from mocomri.config import load_config
 from mocomri.models import encoder_from_config
 from mocomri.peft import PEMEncoder, PEMSpec, default_targets
-from mocomri.peft.train import ce_step
+from mocomri.timing import device_sync, paired_ratio, summary, time_interleaved
+from mocomri.train.finetune import ce_step
 
 CASES = ("lora", "ia3", "full")
 N_CLASSES = 4
@@ -84,7 +84,7 @@ def measure(config_path: str, batch_size: int, rounds: int, steps_per_round: int
     side = config.data.image_size
     images = torch.randn(batch_size, config.model.in_channels, side, side, device=device)  # (B, C, H, W)
     labels = torch.randint(0, N_CLASSES, (batch_size,), device=device)  # (B,)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     cases, rows = {}, {}
     for name in CASES:
         memory = PeakMemory(device)

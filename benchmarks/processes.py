@@ -21,13 +21,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmarks.step import StepSpec, TrainStep
+from mocomri.timing import time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root: where ``benchmarks`` and ``tests`` import from
 
@@ -88,13 +88,7 @@ def _child(argv: list[str]) -> None:
         step()
     step.sync()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    times = []
-    for _ in range(int(rounds)):
-        started = time.perf_counter()
-        for _ in range(int(calls)):
-            step()
-        step.sync()
-        times.append((time.perf_counter() - started) / int(calls))
+    times = time_interleaved({"step": step}, int(rounds), int(calls), step.sync)["step"]
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     print(json.dumps({
         "median_ms": 1e3 * statistics.median(times),

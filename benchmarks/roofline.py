@@ -12,10 +12,10 @@ machine and load.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
+
+from mocomri.timing import device_sync, time_calls
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,15 +49,16 @@ def matmul_flops_per_s(
     if dtype == "fp16" and device.type != "cuda":
         raise ValueError("fp16 matmuls are only measured on CUDA")
     best = {"flops_per_s": 0.0, "n": 0, "kernel": "", "by_kernel": {}}
+    sync = device_sync(device)
     for kernel in ("mm", "conv1x1"):
         for n in sizes:
             fn = _gemm(kernel, n, DTYPES[dtype], device)
             flop = 2.0 * n**3
             with torch.no_grad():
-                elapsed = _time(fn, device, 1)  # warm-up, and a first estimate
+                elapsed = time_calls(fn, 1, sync=sync)  # warm-up, and a first estimate
                 calls = max(1, int(min_time_s / max(elapsed, 1e-6)))
                 for _ in range(repeats):
-                    rate = flop / (_time(fn, device, calls) / calls)
+                    rate = flop / time_calls(fn, calls, sync=sync)
                     best["by_kernel"][kernel] = max(best["by_kernel"].get(kernel, 0.0), rate)
                     if rate > best["flops_per_s"]:
                         best.update(flops_per_s=rate, n=n, kernel=kernel)
@@ -74,14 +75,3 @@ def _gemm(kernel: str, n: int, dtype: torch.dtype, device: torch.device):
     x = torch.randn(1, n, 1, n, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randn(n, n, 1, 1, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
     return lambda: F.conv2d(x, w)
-
-
-def _time(fn, device: torch.device, calls: int) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start

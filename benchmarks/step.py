@@ -1,16 +1,16 @@
 """A timed MoCo training step: the model, optimiser and inputs of one benchmark case.
 
 :class:`TrainStep` runs what one iteration of :func:`mocomri.train.pretrain.pretrain` runs
-(autocast forward of :class:`~mocomri.models.MoCo`, ``zero_grad(set_to_none=True)``, backward
-through the grad scaler, SGD with momentum and weight decay, the on-device NaN check; no host
-sync except the scaler's inf check in fp16) on fixed random inputs, so that the data loader is
-not part of the measurement. With ``formulation="reference"`` it runs
-:mod:`tests.reference_moco` instead.
+(:class:`mocomri.train.speed.PretrainStep`, built by pretraining's own builders from the case's
+config: autocast forward of :class:`~mocomri.models.MoCo`, ``zero_grad(set_to_none=True)``,
+backward through the grad scaler, SGD with momentum and weight decay; then the training loop's
+on-device NaN check; no host sync except the scaler's inf check in fp16) on fixed random
+inputs, so that the data loader is not part of the measurement. With ``formulation="reference"``
+it runs :mod:`tests.reference_moco` instead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -18,8 +18,12 @@ import torch
 from torch import Tensor
 
 from tests.reference_moco import ReferenceMoCo, colab_split_bn, reference_train_step
-from mocomri.models import MoCo, create_encoder, spatial_dims_of
-from mocomri.train.step import train_step
+from mocomri.config import Config, ModelConfig, MocoConfig, TrainConfig
+from mocomri.models import encoder_from_config, spatial_dims_of
+from mocomri.timing import device_sync
+from mocomri.train.lr_schedule import scaled_lr
+from mocomri.train.runtime import Runtime, memory_format, select_channels_last, select_precision
+from mocomri.train.speed import PretrainStep
 
 FORMULATIONS = ("mocomri", "reference")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -68,6 +72,21 @@ class StepSpec:
         parts += ["plain-bn"] * (self.shuffle_bn == "none")
         return "+".join(parts)
 
+    def config(self) -> Config:
+        """What pretraining's builders read for this case: the model and MoCo sections, the batch
+        size and ``train.compile`` (for ``compile="module"``); the optimiser is the default SGD
+        with momentum and weight decay. Precision and memory format are the :meth:`runtime`'s."""
+        return Config(
+            model=ModelConfig(name=self.encoder, in_channels=self.in_channels, width=self.width),
+            moco=MocoConfig(queue_size=self.queue_size, proj_dim=self.proj_dim, proj_hidden_dim=self.proj_hidden_dim,
+                            shuffle_bn=self.shuffle_bn, bn_splits=self.bn_splits),
+            train=TrainConfig(batch_size=self.batch_size, compile=self.compile == "module"),
+        )
+
+    def runtime(self) -> Runtime:
+        """One process on ``device`` with this case's precision and memory format."""
+        return Runtime(device=torch.device(self.device), precision=self.precision, channels_last=self.channels_last)
+
     def validate(self) -> None:
         """Raises ValueError naming the first impossible field."""
         if self.formulation not in FORMULATIONS:
@@ -90,8 +109,6 @@ class StepSpec:
 def default_spec(device: str = "cpu", **fields) -> StepSpec:
     """The spec a training run would use on ``device``: precision and channels-last resolved by
     :func:`mocomri.train.runtime.select_precision` and ``select_channels_last`` ("auto")."""
-    from mocomri.train.runtime import select_channels_last, select_precision
-
     spec = StepSpec(device=device, **fields)
     dev = torch.device(device)
     return dataclasses.replace(
@@ -116,11 +133,10 @@ class TrainStep:
         spec.validate()
         self.spec = spec
         self.device = torch.device(spec.device)
+        self.sync = device_sync(self.device)  # waits for the device (a no-op on the CPU)
+        self.memory_format = memory_format(spec.channels_last, spec.spatial_dims)
+        cfg = spec.config()
         torch.manual_seed(seed)
-        backbone, features = create_encoder(spec.encoder, in_channels=spec.in_channels, width=spec.width)
-        self.memory_format = torch.contiguous_format
-        if spec.channels_last:
-            self.memory_format = torch.channels_last if spec.spatial_dims == 2 else torch.channels_last_3d
 
         shape = (spec.batch_size, spec.in_channels, *([spec.image_size] * spec.spatial_dims))
         g = torch.Generator().manual_seed(seed + 1)
@@ -130,55 +146,43 @@ class TrainStep:
         self.view_k = view_k.to(self.device).contiguous(memory_format=self.memory_format)
         # Eight images per subject, so that same-subject masking has work to do as in training.
         self.subjects = torch.arange(spec.batch_size, device=self.device) % max(spec.batch_size // 8, 1)
-        self.momentum = 0.99
-        self.lr = lr = 0.06 * spec.batch_size / 256
-
-        if spec.formulation == "reference":
-            backbone = colab_split_bn(backbone, spec.bn_splits)
-            self.model = ReferenceMoCo(backbone, features, spec.proj_dim, spec.proj_hidden_dim, spec.queue_size).to(self.device)
-        else:
-            self.model = MoCo(
-                backbone,
-                features,
-                proj_dim=spec.proj_dim,
-                proj_hidden_dim=spec.proj_hidden_dim,
-                queue_size=spec.queue_size,
-                shuffle_bn=spec.shuffle_bn,
-                bn_splits=spec.bn_splits,
-            ).to(self.device, memory_format=self.memory_format)
-        self.model.train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        extra = {"fused": True} if spec.fused_sgd else {}
-        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, **extra)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=spec.precision == "fp16")
-        self.net = torch.compile(self.model) if spec.compile == "module" else self.model
-        if spec.compile == "encoders":
-            self.model.base_encoder.compile()
-            self.model.momentum_encoder.compile()
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self.steps = 0
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.spec.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        if spec.formulation == "reference":
+            self._reference(cfg)
+            return
+        # The step pretraining builds and runs, not a copy of it.
+        self.pretrain_step = PretrainStep(cfg, spec.runtime())
+        if spec.fused_sgd:
+            # pretraining's optimiser with the fused implementation: the one thing this variant changes
+            plain = self.pretrain_step.optimizer
+            fused = {**plain.defaults, "fused": True}
+            self.pretrain_step.optimizer = type(plain)(plain.param_groups[0]["params"], **fused)
+        if spec.compile == "encoders":
+            self.pretrain_step.model.base_encoder.compile()
+            self.pretrain_step.model.momentum_encoder.compile()
+
+    def _reference(self, cfg: Config) -> None:
+        """``main_moco.py``'s model and SGD, on the same encoder and sizes."""
+        spec = self.spec
+        backbone, features = encoder_from_config(cfg.model)
+        backbone = colab_split_bn(backbone, spec.bn_splits)
+        self.model = ReferenceMoCo(backbone, features, spec.proj_dim, spec.proj_hidden_dim, spec.queue_size).to(self.device)
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=scaled_lr(cfg.optim.lr, spec.batch_size),
+                                         momentum=cfg.optim.sgd_momentum, weight_decay=cfg.optim.weight_decay)
+        self.momentum = cfg.moco.momentum
 
     def __call__(self) -> Tensor | float:
         """One training step; returns the loss (a device tensor: no host sync, except for the
         reference, which reads it back as ``main_moco.py`` does)."""
         if self.spec.formulation == "reference":
             return reference_train_step(self.model, self.optimizer, self.view_q, self.view_k, self.momentum)
-        # The step pretraining runs, not a copy of it.
-        out = train_step(self.net, self.optimizer, self.scaler, self.view_q, self.view_k, self.subjects,
-                         lr=self.lr, momentum=self.momentum, autocast=self.autocast)
+        out = self.pretrain_step(self.view_q, self.view_k, self.subjects)
         # As the training loop does: record a non-finite loss on the device, look at it later.
         loss = out.loss.detach()
         self.first_bad_step = torch.where((self.first_bad_step < 0) & ~torch.isfinite(loss), self.steps, self.first_bad_step)
         self.steps += 1
         return loss
-
-    def sync(self) -> None:
-        """Waits for the device (a no-op on the CPU)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

@@ -27,7 +27,7 @@ from benchmarks.plan import Case, Plan
 from benchmarks.processes import compare_in_processes
 from benchmarks.roofline import matmul_flops_per_s
 from benchmarks.step import StepSpec, TrainStep, default_spec
-from benchmarks.timing import paired_ratio, summary, time_interleaved
+from mocomri.timing import paired_ratio, summary, time_calls, time_interleaved
 from mocomri.train.runtime import cpu_supports_bf16, keep_freed_memory
 
 Log = Callable[[str], None]
@@ -164,15 +164,15 @@ def _run_case(plan: Plan, case: Case, device: torch.device, log: Log) -> list[di
         memory.start()
         try:
             step = TrainStep(spec)
-            count = flops is None and spec.compile == "none" and spec.formulation == "mocomri"
-            started = time.perf_counter()
-            if count:
-                flops = count_flops(step)
+            counted = []
+            # The first step counts the case's FLOPs (once per case: they depend on neither
+            # precision nor memory format) and includes compilation when compiled.
+            if flops is None and spec.compile == "none" and spec.formulation == "mocomri":
+                row["first_step_s"] = time_calls(lambda: counted.append(count_flops(step)), 1, sync=step.sync)
+                flops = counted[0]
             else:
-                step()
-            step.sync()
-            row["first_step_s"] = time.perf_counter() - started  # includes compilation when compiled
-            step_s = _warm(step, plan.warmup - 1, timed=True)
+                row["first_step_s"] = time_calls(step, 1, sync=step.sync)
+            step_s = time_calls(step, 1, warmup=max(plan.warmup - 2, 0), sync=step.sync)
         except torch.OutOfMemoryError:
             raise
         except Exception as e:  # a variant this machine cannot run is a result, not a crash
@@ -230,7 +230,7 @@ def run_queue_sweep(plan: Plan, device: torch.device) -> dict:
         memory = PeakMemory(device)
         memory.start()
         step = TrainStep(dataclasses.replace(base, queue_size=k))
-        step_s = _warm(step, plan.warmup, timed=True)
+        step_s = time_calls(step, 1, warmup=max(plan.warmup - 1, 0), sync=step.sync)
         peak = memory.stop()
         calls = max(1, min(50, math.ceil(plan.round_s / max(step_s, 1e-6)))) if plan.round_s else 1
         steps[k] = (step, calls)
@@ -375,15 +375,12 @@ def _unsupported(spec: StepSpec, device: torch.device) -> str | None:
     return None
 
 
-def _warm(step: TrainStep, calls: int, timed: bool = False):
-    """Runs ``calls`` untimed steps; returns the step, or with ``timed`` the last call's seconds."""
-    elapsed = 0.0
-    for _ in range(max(calls, 1 if timed else 0)):
-        started = time.perf_counter()
+def _warm(step: TrainStep, calls: int) -> TrainStep:
+    """Runs ``calls`` untimed steps (allocator, oneDNN and cuDNN warm-up); returns the step."""
+    for _ in range(calls):
         step()
-        step.sync()
-        elapsed = time.perf_counter() - started
-    return elapsed if timed else step
+    step.sync()
+    return step
 
 
 def _slope(x: list[float], y: list[float]) -> float:

@@ -35,10 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from matplotlib.figure import Figure
+from torch.utils.tensorboard import SummaryWriter
 
 from mocomri.config import load_config
 from mocomri.errors import ConfigError, MocomriError
+from mocomri.eval import ProbeOptions, run_probe
+from mocomri.eval.knn_monitor import KnnMonitor
+from mocomri.train.pretrain import pretrain
 
 ABLATION_KEYS = {"base", "out_dir", "grid", "cells", "seeds", "overrides", "probe", "plots", "description"}
 PROBE_KEYS = {"label_fractions", "seeds", "manifest", "unit"}
@@ -136,9 +142,6 @@ def run_ablation(
 
 def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
     """Pretrains and probes one cell; records success or failure in ``cell.json``."""
-    from mocomri.eval.knn_monitor import KnnMonitor
-    from mocomri.train.pretrain import pretrain
-
     cfg = load_config(spec.base, cell.overrides(spec.overrides))
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     print(f"--- cell {cell.name}", flush=True)
@@ -157,10 +160,6 @@ def run_cell(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
 
 
 def _probe(spec: AblationSpec, cfg, out_dir: Path, encoder: str) -> dict[str, Any]:
-    import torch
-
-    from mocomri.eval import ProbeOptions, run_probe
-
     metrics = run_probe(
         encoder=encoder,
         manifest=spec.probe.get("manifest") or cfg.data.manifest,
@@ -298,11 +297,6 @@ def _plot(spec: AblationSpec, rows: list[dict[str, Any]], baseline: dict[str, An
     to the query encoder within the run. Cells that vary another key too (e.g. a cosine schedule
     of m) are drawn as horizontal lines, not at their starting value.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     others = [k for k in spec.keys if k != key]
     plain = [r for r in rows if "probe_acc" in r and isinstance(r.get(key), (int, float)) and not any(r.get(k) is not None for k in others)]
     special = [r for r in rows if "probe_acc" in r and any(r.get(k) is not None for k in others)]
@@ -313,7 +307,8 @@ def _plot(spec: AblationSpec, rows: list[dict[str, Any]], baseline: dict[str, An
     def x_of(r: dict[str, Any]) -> float:
         return 1 - r[key] if momentum else r[key]
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for ax, metric, label in ((axes[0], "probe_acc", "linear-probe accuracy (%)"), (axes[1], "loss_over_chance", "final loss / log(K+1)")):
         scale = 100 if metric == "probe_acc" else 1
         points = [(x_of(r), scale * r[metric]) for r in plain if isinstance(r.get(metric), (int, float))]
@@ -347,12 +342,9 @@ def _plot(spec: AblationSpec, rows: list[dict[str, Any]], baseline: dict[str, An
     fig.suptitle(f"{spec.path.stem}: against {key}")
     fig.tight_layout()
     fig.savefig(spec.out_dir / f"acc_vs_{_short(key)}.png", dpi=120)
-    plt.close(fig)
 
 
 def _hparams(spec: AblationSpec, rows: list[dict[str, Any]]) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
     for r in rows:
         if "probe_acc" not in r:
             continue

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from mocomri.commands._config_args import take_stray_overrides
 from mocomri.errors import MocomriError
 
 COMMANDS = ["synth", "manifest", "pretrain", "probe", "crossfit", "ablate", "bench", "export", "views", "demo", "peft"]
@@ -31,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # Config overrides may follow an option; argparse alone would refuse them as unrecognized.
+    extras = take_stray_overrides(args, extras)
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         return int(args.func(args) or 0)
     except (MocomriError, FileNotFoundError) as e:

@@ -8,6 +8,7 @@ The resolved config is written into every run directory and every checkpoint as 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,13 @@ from mocomri import validation as check
 from mocomri.augment.settings import AugmentConfig
 from mocomri.data.settings import DataConfig
 from mocomri.errors import ConfigError
+# Choice lists live beside their code, in leaf modules that never import config: config stays at the bottom.
+from mocomri.models.encoders import ENCODERS
+from mocomri.models.momentum import MOMENTUM_SCHEDULES
+from mocomri.models.norm import NORMS
+from mocomri.models.shuffle_bn import SHUFFLE_BN_MODES
+from mocomri.train.optimizer import OPTIMIZERS
+from mocomri.train.runtime import CHANNELS_LAST, PRECISIONS
 
 
 @dataclass
@@ -29,13 +37,10 @@ class ModelConfig:
     name: str = "resnet18"
     in_channels: int = 1
     width: int = 64  # channels of the first stage; 64 is the standard ResNet, 16-32 suits a CPU
-    norm: str = "batch"  # "batch" | "group" (GroupNorm: no dependence on the other items of a batch)
+    norm: str = "batch"  # one of NORMS; "group" is GroupNorm: no dependence on the other items of a batch
     norm_groups: int = 8  # G of GroupNorm (arXiv:1803.08494); must divide width
 
     def validate(self) -> None:
-        from mocomri.models.encoders import ENCODERS
-        from mocomri.models.norm import NORMS
-
         check.choice("model.name", self.name, ENCODERS)
         check.at_least("model.in_channels", self.in_channels, 1)
         check.at_least("model.width", self.width, 1)
@@ -52,7 +57,7 @@ class MocoConfig:
 
     queue_size: int = 4096  # K in the MoCo paper
     momentum: float = 0.99  # m in the MoCo paper (its default 0.999 assumes ImageNet-length runs)
-    momentum_schedule: str = "constant"  # "constant" | "cosine" (MoCo v3: m rises to 1)
+    momentum_schedule: str = "constant"  # a key of MOMENTUM_SCHEDULES; "cosine" is MoCo v3's: m rises to 1
     temperature: float = 0.2  # T in the paper (MoCo v2: 0.2)
     proj_dim: int = 128
     proj_hidden_dim: int = 2048
@@ -62,25 +67,25 @@ class MocoConfig:
     # run says so. 20 or more balanced subjects are all masked; a (pseudo-)subject holding 97 %
     # of the items (all masked: 0.94 of the queue gone, and the run collapsed) is not.
     mask_max_share: float = 0.05
-    shuffle_bn: str = "auto"  # "auto" | "ddp" | "split" | "none"
+    shuffle_bn: str = "auto"  # one of SHUFFLE_BN_MODES (mocomri.models.shuffle_bn)
     bn_splits: int = 8  # sub-batches for split-BN on a single device
 
     def validate(self) -> None:
         check.at_least("moco.queue_size", self.queue_size, 1)
         # m = 1 would freeze the key encoder at its random initialisation.
         check.in_range("moco.momentum", self.momentum, 0.0, 1.0, high_open=True)
-        check.choice("moco.momentum_schedule", self.momentum_schedule, ("constant", "cosine"))
+        check.choice("moco.momentum_schedule", self.momentum_schedule, MOMENTUM_SCHEDULES)
         check.positive("moco.temperature", self.temperature)
         check.at_least("moco.proj_dim", self.proj_dim, 1)
         check.at_least("moco.proj_hidden_dim", self.proj_hidden_dim, 1)
-        check.choice("moco.shuffle_bn", self.shuffle_bn, ("auto", "ddp", "split", "none"))
+        check.choice("moco.shuffle_bn", self.shuffle_bn, SHUFFLE_BN_MODES)
         check.at_least("moco.bn_splits", self.bn_splits, 1)
         check.in_range("moco.mask_max_share", self.mask_max_share, 0.0, 1.0)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # "sgd" | "adamw"
+    name: str = "sgd"  # a key of OPTIMIZERS (mocomri.train.optimizer)
     lr: float = 0.06  # per 256 images; scaled by batch_size / 256
     weight_decay: float = 5e-4
     sgd_momentum: float = 0.9
@@ -88,7 +93,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def validate(self) -> None:
-        check.choice("optim.name", self.name, ("sgd", "adamw"))
+        check.choice("optim.name", self.name, OPTIMIZERS)
         check.positive("optim.lr", self.lr)
         check.at_least("optim.weight_decay", self.weight_decay, 0.0)
         check.in_range("optim.sgd_momentum", self.sgd_momentum, 0.0, 1.0, high_open=True)
@@ -104,8 +109,8 @@ class TrainConfig:
     time_budget_min: float = 0.0  # > 0 stops (with a checkpoint) after this wall time
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
-    channels_last: str = "auto"  # "auto" | "true" | "false"
+    precision: str = "auto"  # one of PRECISIONS (mocomri.train.runtime)
+    channels_last: str = "auto"  # one of CHANNELS_LAST (mocomri.train.runtime)
     keep_freed_memory: bool = True  # the pretrain/demo/ablate commands keep freed CPU memory in the process (runtime.keep_freed_memory)
     deterministic: bool = False
     out_dir: str = "runs/default"
@@ -122,16 +127,14 @@ class TrainConfig:
     stop_on_collapse: bool = True
 
     def validate(self) -> None:
-        import re
-
         check.at_least("train.batch_size", self.batch_size, 1)
         check.at_least("train.max_steps", self.max_steps, 0)
         check.positive("train.epochs", self.epochs)  # even when max_steps overrides it
         check.at_least("train.time_budget_min", self.time_budget_min, 0.0)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"train.device={self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        check.choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
-        check.choice("train.channels_last", self.channels_last, ("auto", "true", "false"))
+        check.choice("train.precision", self.precision, PRECISIONS)
+        check.choice("train.channels_last", self.channels_last, CHANNELS_LAST)
         if not self.out_dir:
             raise ConfigError("train.out_dir is empty: name the run directory")
         check.at_least("train.checkpoint_every_steps", self.checkpoint_every_steps, 1)

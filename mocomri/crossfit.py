@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+from sklearn.model_selection import StratifiedGroupKFold
 
-from mocomri.config import Config
+from mocomri.config import Config, config_to_dict
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
 from mocomri.errors import ConfigError, DataError
 from mocomri.eval.features import READ_OUTS
@@ -75,8 +76,6 @@ def assign_folds(manifest: Manifest, folds: int, seed: int = 0) -> dict[str, int
         DataError: a subject with two labels, fewer than two labelled subjects per fold, or a
             class with fewer subjects than folds.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     labels: dict[str, str] = {}
     for row in manifest.rows:
         if not row.label:
@@ -243,14 +242,14 @@ def pooled_metrics(
         "eval_split": f"{len(folds)}-fold cross-fitting (fold seed {fold_seed})",
         "folds": len(folds),
         "fold_seed": fold_seed,
-        "n_eval_subjects": int(sum(len(np.unique(c.items.subject[~c.items.is_train])) for c in collected_folds)),
+        "n_eval_subjects": int(sum(len(np.unique(c.items.subjects[~c.items.is_train])) for c in collected_folds)),
         "n_eval_items": int(sum(int((~c.items.is_train).sum()) for c in collected_folds)),
-        "n_train_subjects": [int(len(np.unique(c.items.subject[c.items.is_train]))) for c in collected_folds],
+        "n_train_subjects": [int(len(np.unique(c.items.subjects[c.items.is_train]))) for c in collected_folds],
     }
     largest = max(fractions)
     return {
         "settings": settings,
-        "classes": first.items.classes,
+        "classes": list(first.items.classes),
         "methods": {m: {fraction_key(f): summarise(r) for f, r in per_f.items()} for m, per_f in pooled.items()},
         "differences": {
             f"{a} - {b}": {fraction_key(f): paired_difference(pooled[a][f], pooled[b][f]) for f in fractions}
@@ -317,8 +316,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _check_same_config(fold: Fold, cfg: Config) -> None:
     """A fold directory that holds a run of another config is an error, not a run to reuse."""
-    from mocomri.config import config_to_dict
-
     saved = fold.run_dir / "config.yaml"
     if not saved.is_file():
         return

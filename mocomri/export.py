@@ -30,14 +30,22 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import monai
 import torch
+import torchvision
+from monai.networks.nets import ResNet
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mocomri.config import Config, config_to_dict, load_config
+from mocomri.data.manifest import read_manifest
 from mocomri.errors import MocomriError
+from mocomri.eval.report import format_table
+from mocomri.files import file_digest
 from mocomri.models import encoder_from_config, spatial_dims_of
 from mocomri.models.norm import has_batch_norm, monai_norm, torchvision_norm_layer
 from mocomri.run_dir import ENCODER_FILE, find_run_config
+from mocomri.train.checkpoint import last_checkpoint, load_checkpoint
 
 FORMATS = ("torchvision", "monai", "timm", "safetensors")
 TOLERANCE = 1e-5  # max |difference| of the pooled features, fp32 on the CPU, eval mode
@@ -60,8 +68,6 @@ class ExportResult:
 
 def _run_backbone(run_dir: Path) -> tuple[Config, nn.Module]:
     """The run's config and backbone (from ``encoder.pt``, else the last checkpoint), in eval mode."""
-    from mocomri.train.checkpoint import last_checkpoint, load_checkpoint
-
     config_path = find_run_config(run_dir) if run_dir.is_dir() else None  # a directory, not a bare file
     if config_path is None:
         raise ExportError(f"{run_dir}: no config.yaml; give a run directory written by `mocomri pretrain`")
@@ -97,8 +103,6 @@ def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
     # torchvision and timm call norm_layer(channels) (timm adds device/dtype keywords)
     norm_arg = "" if norm == "batch" else f", norm_layer=lambda channels, **kw: torch.nn.GroupNorm({groups}, channels, **kw)"
     if fmt == "torchvision":
-        import torchvision
-
         net = getattr(torchvision.models, base)(weights=None, norm_layer=torchvision_norm_layer(norm, groups))
         net.conv1 = nn.Conv2d(c, 64, kernel_size=7, stride=2, padding=3, bias=False)
         net.fc = nn.Identity()
@@ -108,7 +112,7 @@ def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
                      'net.load_state_dict(safetensors.torch.load_file("model.safetensors"))')
     if fmt == "timm":
         try:
-            import timm
+            import timm  # optional (the `export` extra): only --format timm needs it
         except ImportError as e:
             raise ExportError("--format timm needs timm: pip install timm") from e
         net = timm.create_model(base, pretrained=False, num_classes=0, in_chans=c,
@@ -116,16 +120,12 @@ def _target(fmt: str, cfg: Config) -> tuple[nn.Module, str]:
         return net, (f'net = timm.create_model("{base}", pretrained=False, num_classes=0, in_chans={c}{norm_arg})\n'
                      'net.load_state_dict(safetensors.torch.load_file("model.safetensors"))')
     if fmt == "monai":
-        from monai.networks.nets import ResNet
-
         block, layers = _LAYERS[name]
         stride = 2
         net = ResNet(block=block, layers=layers, block_inplanes=[w, 2 * w, 4 * w, 8 * w], spatial_dims=dims,
                      n_input_channels=c, conv1_t_size=7, conv1_t_stride=stride, bias_downsample=False, feed_forward=False,
                      norm=monai_norm(norm, groups))
         if norm != "batch" and has_batch_norm(net):
-            import monai
-
             raise ExportError(f"--format monai: model.norm={norm}, but monai.networks.nets.ResNet (MONAI "
                               f"{monai.__version__}) gives its norm argument to the stem only and builds BatchNorm in "
                               "the blocks (Project-MONAI/MONAI#9028); use --format safetensors "
@@ -153,8 +153,6 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, probe: str | Path
         ExportError: the format cannot hold this encoder (the message names what to use), or the
             loaded target does not reproduce the backbone's output.
     """
-    from safetensors.torch import load_file, save_file
-
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -197,8 +195,6 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, probe: str | Path
 def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: str, difference: float,
                      probe: str | Path | None = None) -> Path:
     """``MODEL_CARD.md`` and ``model_card.json`` beside the weights; returns the Markdown's path."""
-    from mocomri.data.manifest import read_manifest
-
     dims = spatial_dims_of(cfg.model.name)
     side = cfg.data.patch_size if dims == 3 else cfg.data.image_size
     card: dict = {
@@ -221,8 +217,6 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
         card["pretraining_summary"] = json.loads(summary.read_text())
     manifest_path = Path(cfg.data.manifest) if cfg.data.manifest else None
     if manifest_path is not None and manifest_path.is_file():
-        from mocomri.files import file_digest
-
         manifest = read_manifest(manifest_path).select(cfg.data.pretrain_splits)
         card["data"] = {"manifest": str(manifest_path), "manifest_sha1": file_digest(manifest_path),
                         "pretraining_splits": cfg.data.pretrain_splits, "scans": len(manifest),
@@ -232,8 +226,6 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
     metrics_path = next((p for p in candidates if p.is_file()), None)
     table = None
     if metrics_path is not None:
-        from mocomri.eval.report import format_table
-
         metrics = json.loads(metrics_path.read_text())
         card["probe"] = {
             "report": str(metrics_path),

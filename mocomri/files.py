@@ -31,9 +31,10 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def state_dict_digest(state: dict[str, "torch.Tensor"]) -> str:
+def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-1 over a state dict's keys, dtypes, shapes and values: the same weights give the same
     digest whatever file format they were stored in."""
+    # local: the manifest tools use this module's file digest and atomic write, and need no torch
     import torch
 
     digest = hashlib.sha1()

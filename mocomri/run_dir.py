@@ -8,6 +8,7 @@ beside it, and otherwise stands alone (its architecture then comes from elsewher
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +63,31 @@ def load_run(path: str | Path) -> Run:
         raise FileNotFoundError(f"encoder weights not found: {weights}")
     config_path = find_run_config(weights)
     return Run(weights=weights, run_dir=config_path.parent if config_path is not None else None)
+
+
+def encoder_config_path(encoder: str | Path | None, config: str | Path | None = None) -> str | Path | None:
+    """The config file of a command that reads an encoder: ``config`` when given, else the
+    ``config.yaml`` of ``encoder``'s run; None for ``random``, None or a bare file without one."""
+    if config:
+        return config
+    if encoder is None or str(encoder) == "random":
+        return None
+    return find_run_config(encoder)
+
+
+def encoder_config(encoder: str | Path | None, config: str | Path | None = None,
+                   overrides: Sequence[str] = ()) -> Config | None:
+    """The config of a command that reads an encoder: ``config``, else the encoder's run
+    ``config.yaml``, with ``overrides`` on top of either (``model.width=32`` changes a run's
+    architecture as it would a file's).
+
+    Returns:
+        None when there is neither a file nor an override: the library then takes the encoder's
+        own config, or the defaults.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or a malformed override; the message names it.
+        FileNotFoundError: ``config`` does not exist.
+    """
+    path = encoder_config_path(encoder, config)
+    return load_config(path, list(overrides)) if path or overrides else None

@@ -135,7 +135,7 @@ def test_run_cell__failure_is_recorded_not_raised(tmp_path, labelled_manifest, m
     def diverge(cfg, resume=True, monitor=None):
         raise pretrain_mod.NonFiniteLossError("the loss became NaN/Inf at step 3")
 
-    monkeypatch.setattr(pretrain_mod, "pretrain", diverge)
+    monkeypatch.setattr(ablation, "pretrain", diverge)
     spec = load_ablation(_write_grid(tmp_path, labelled_manifest, momenta=(0.0,)))
     spec.cells[0].run_dir.mkdir(parents=True)
     record = ablation.run_cell(spec, spec.cells[0])

@@ -7,10 +7,12 @@ import math
 
 import pytest
 import test_pretrain
+import torch
 
 from mocomri.cli import main as cli_main
 from mocomri.config import load_config
-from mocomri.train.speed import measure_speed
+from mocomri.train.pretrain import build_model, make_runtime
+from mocomri.train.speed import PretrainStep, measure_speed
 
 cohort_manifest = test_pretrain.cohort_manifest  # a fixture: the tiny synthetic cohort of the pretraining tests
 tiny_config = test_pretrain.tiny_config
@@ -26,6 +28,24 @@ def test_measure_speed__times_step_and_loop_and_writes_no_run(tmp_path, cohort_m
     assert 0 <= speed.data_wait_frac < 1
     assert speed.peak_memory_mb > 0
     assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_step__is_the_model_and_step_pretraining_builds(tmp_path, cohort_manifest):
+    cfg = load_config(tiny_config(tmp_path, cohort_manifest, train__channels_last="true"))
+    torch.manual_seed(0)
+    step = PretrainStep(cfg, make_runtime(cfg))
+    torch.manual_seed(0)
+    built = build_model(cfg).state_dict()
+    for name, value in step.model.state_dict().items():
+        torch.testing.assert_close(value, built[name], rtol=0, atol=0, msg=name)
+    assert step.model.base_encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert step.net is step.model  # train.compile is off
+    assert step.lr == pytest.approx(0.05 * 8 / 256)  # optim.lr per 256 images, at batch 8
+    view_q, view_k = (torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    before = step.model.base_encoder.conv1.weight.detach().clone()
+    out = step(view_q, view_k, torch.arange(8))
+    assert torch.isfinite(out.loss)
+    assert not torch.equal(before, step.model.base_encoder.conv1.weight)
 
 
 def test_measure_speed__rejects_zero_steps(tmp_path, cohort_manifest):

@@ -4,6 +4,7 @@ checked against the MoCo module."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -14,8 +15,7 @@ import torch.nn.functional as F
 
 from benchmarks.loader import LoaderPlan, loader_benchmark
 from benchmarks.run import main as bench_main
-from benchmarks.step import StepSpec
-from benchmarks.timing import paired_ratio, time_interleaved
+from benchmarks.step import StepSpec, TrainStep
 from mocomri.models import MoCo, create_encoder
 from tests.reference_moco import ColabSplitBatchNorm2d, ReferenceMoCo, colab_split_bn
 
@@ -118,13 +118,28 @@ def test_step_spec__reference_must_be_plain_fp32():
         StepSpec(precision="fp64").validate()
 
 
-def test_timing__paired_ratio_compares_within_rounds():
-    # A slow round (x10 load) hits both: the per-round ratio stays 2.
-    assert paired_ratio([2.0, 20.0, 2.0], [1.0, 10.0, 1.0]) == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="equal, non-empty"):
-        paired_ratio([1.0], [1.0, 2.0])
-    with pytest.raises(ValueError, match="rounds=0"):
-        time_interleaved({"a": lambda: None}, rounds=0)
+def test_train_step__builds_the_case_pretraining_would_build():
+    """The step is made by pretraining's builders from the case's config: the same MoCo module,
+    weights and queue as the case's settings spelled out by hand, and the same SGD."""
+    spec = StepSpec(image_size=16, batch_size=4, width=4, queue_size=16, proj_dim=8, proj_hidden_dim=16, bn_splits=2,
+                    channels_last=True)
+    step = TrainStep(spec, seed=3)
+    torch.manual_seed(3)
+    backbone, features = create_encoder("resnet18", in_channels=1, width=4)
+    by_hand = MoCo(backbone, features, proj_dim=8, proj_hidden_dim=16, queue_size=16, shuffle_bn="split", bn_splits=2)
+    built = step.pretrain_step.model.state_dict()
+    assert built.keys() == by_hand.state_dict().keys()
+    for name, value in by_hand.state_dict().items():
+        torch.testing.assert_close(built[name], value, rtol=0, atol=0, msg=name)
+    assert step.pretrain_step.model.base_encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert step.view_q.is_contiguous(memory_format=torch.channels_last)
+    assert step.pretrain_step.lr == pytest.approx(0.06 * 4 / 256)
+    optimizer = step.pretrain_step.optimizer
+    group = optimizer.param_groups[0]
+    assert (type(optimizer), group["momentum"], group["weight_decay"]) == (torch.optim.SGD, 0.9, 5e-4)
+    fused = TrainStep(dataclasses.replace(spec, fused_sgd=True)).pretrain_step.optimizer
+    assert fused.defaults["fused"] is True and fused.defaults["momentum"] == 0.9
+    assert torch.isfinite(step())
 
 
 def _numbers(tree, path=""):

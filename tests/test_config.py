@@ -1,9 +1,21 @@
+import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
+import mocomri.config
 from mocomri.config import Config, config_from_dict, config_to_dict, load_config
 from mocomri.errors import ConfigError
+from mocomri.models.encoders import create_encoder, spatial_dims_of
+from mocomri.models.momentum import MOMENTUM_SCHEDULES
+from mocomri.models.shuffle_bn import SHUFFLE_BN_MODES, resolve_shuffle_bn
+from mocomri.train.optimizer import build_optimizer
+from mocomri.train.runtime import PRECISIONS, select_channels_last, select_precision
 
 
 def test_load_config__defaults_without_file():
@@ -187,3 +199,106 @@ def test_shipped_configs__load_and_validate(path: Path) -> None:
         assert load_ablation(path).cells
     else:
         load_config(path).validate()
+
+
+# Each choice key: where the implementation defines its allowed values, and a call into the
+# implementation that raises for a value it does not handle.
+def _resolve_every_way(mode: str) -> set[str]:
+    situations = [(batch_norm, distributed) for batch_norm in (True, False) for distributed in (True, False)]
+    return {resolve_shuffle_bn(mode, batch_norm, distributed) for batch_norm, distributed in situations}
+
+
+def _build_optimizer(name: str) -> torch.optim.Optimizer:
+    cfg = Config()
+    cfg.optim.name = name  # unvalidated: what the implementation does on its own
+    return build_optimizer(nn.Linear(2, 2), cfg)
+
+
+def _select_precision(name: str) -> str:
+    # fp16 needs CUDA; naming a CUDA device is enough, as an explicit choice touches none
+    return select_precision(name, torch.device("cuda" if name == "fp16" else "cpu"), spatial_dims=2)
+
+
+CHOICE_KEYS = {
+    # key: (module, name of the allowed values there, implementation)
+    "model.name": ("mocomri.models.encoders", "ENCODERS", spatial_dims_of),
+    "model.norm": ("mocomri.models.norm", "NORMS",
+                   lambda norm: create_encoder("resnet18", width=8, norm=norm, norm_groups=4)),
+    "moco.momentum_schedule": ("mocomri.models.momentum", "MOMENTUM_SCHEDULES",
+                               lambda name: MOMENTUM_SCHEDULES[name](0.5, 0.99)),
+    "moco.shuffle_bn": ("mocomri.models.shuffle_bn", "SHUFFLE_BN_MODES", _resolve_every_way),
+    "optim.name": ("mocomri.train.optimizer", "OPTIMIZERS", _build_optimizer),
+    "train.precision": ("mocomri.train.runtime", "PRECISIONS", _select_precision),
+    "train.channels_last": ("mocomri.train.runtime", "CHANNELS_LAST",
+                            lambda setting: select_channels_last(setting, torch.device("cpu"), spatial_dims=2)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(CHOICE_KEYS))
+def test_config_choices__are_the_implementations_own_objects(key):
+    module, name, _ = CHOICE_KEYS[key]
+    assert getattr(mocomri.config, name) is getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("key", sorted(CHOICE_KEYS))
+def test_config_choices__config_and_implementation_accept_and_reject_the_same_values(key):
+    module, name, implementation = CHOICE_KEYS[key]
+    allowed = list(getattr(importlib.import_module(module), name))
+    assert allowed
+    section, field_name = key.split(".")
+    for value in allowed:
+        cfg = load_config(None, [f"{key}={value!r}"])  # quoted: YAML would read true/false as booleans
+        assert getattr(getattr(cfg, section), field_name) == value
+        implementation(value)  # raises if the implementation refuses a value the config accepts
+    with pytest.raises(ConfigError, match=rf"^{key}='bogus': expected one of "):
+        load_config(None, [f"{key}=bogus"])
+    with pytest.raises((ValueError, KeyError)):
+        implementation("bogus")
+
+
+@pytest.mark.parametrize("mode", SHUFFLE_BN_MODES)
+def test_config_choices__every_shuffle_bn_mode_resolves_to_one_moco_implements(mode):
+    # MoCo._encode_keys shuffles for "ddp" and "split" and does nothing for "none"
+    assert _resolve_every_way(mode) <= {"ddp", "split", "none"}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_config_choices__every_precision_resolves_to_one_autocast_implements(precision):
+    # Runtime.autocast: none for fp32, bfloat16 for bf16, float16 for fp16
+    assert _select_precision(precision) in {"fp32", "bf16", "fp16"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.name=resnet999", "model.name='resnet999': expected one of 'resnet18', 'resnet34', 'resnet50', "
+                                 "'resnet10_3d', 'resnet18_3d', 'resnet34_3d'"),
+        ("moco.momentum_schedule=zigzag", "moco.momentum_schedule='zigzag': expected one of 'constant', 'cosine'"),
+        ("moco.shuffle_bn=weird", "moco.shuffle_bn='weird': expected one of 'auto', 'ddp', 'split', 'none'"),
+        ("optim.name=adamx", "optim.name='adamx': expected one of 'sgd', 'adamw'"),
+        ("train.precision=fp8", "train.precision='fp8': expected one of 'auto', 'fp32', 'bf16', 'fp16'"),
+        ("train.channels_last=maybe", "train.channels_last='maybe': expected one of 'auto', 'true', 'false'"),
+    ],
+)
+def test_load_config__a_bad_choice_names_the_key_and_the_allowed_values(override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    assert str(caught.value) == message
+
+
+def test_config__imports_at_the_top_only_modules_that_never_import_config():
+    """The config is the bottom layer: what it imports must not import it back, or loading
+    either would meet a half-initialised module. Checked in a fresh interpreter."""
+    tree = ast.parse(Path(mocomri.config.__file__).read_text())
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    everywhere = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert everywhere == top_level, "an import inside a function hides a dependency of the config"
+    modules = sorted(
+        f"{node.module}.{alias.name}" if node.module == "mocomri" else node.module
+        for node in top_level if isinstance(node, ast.ImportFrom) and node.module.startswith("mocomri")
+        for alias in node.names
+    )
+    assert "mocomri.models.shuffle_bn" in modules and "mocomri.train.runtime" in modules
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('mocomri.config' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

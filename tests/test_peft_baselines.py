@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from mocomri.errors import DataError
+from mocomri.eval.items import LabelledItems
 from mocomri.eval.probe import fit_linear_probe
 from mocomri.peft import PEMSpec
 from mocomri.peft.evaluate import module_proba
-from mocomri.peft.inputs import LabelledItems, labelled_items, load_base
+from mocomri.peft.inputs import labelled_items, load_base
 from mocomri.peft.train import TrainOptions, probe_head, train_module
 from tools.peft_lab.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned
 from test_peft_cli import make_cohort
@@ -58,9 +59,9 @@ def test_linear_probe__probabilities_over_the_training_classes(cohort: tuple[Pat
     run, manifest = cohort
     base = load_base(run)
     train = labelled_items(manifest, base.config, "train")
-    test = labelled_items(manifest, base.config, "test", train.label_names)
+    test = labelled_items(manifest, base.config, "test", train.classes)
     proba = probe_proba(linear_probe(base, train, device="cpu"), base, test, device="cpu")
-    assert proba.shape == (len(test.labels), len(train.label_names))
+    assert proba.shape == (len(test.labels), len(train.classes))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
 
 
@@ -68,7 +69,7 @@ def test_train_module__probe_head_starts_as_the_linear_probe(cohort: tuple[Path,
     run, manifest = cohort
     base = load_base(run)
     train = labelled_items(manifest, base.config, "train")
-    test = labelled_items(manifest, base.config, "test", train.label_names)
+    test = labelled_items(manifest, base.config, "test", train.classes)
     pem = train_module(run, manifest, PEMSpec("ia3", ("layer4.*",)),
                        options=TrainOptions(steps=0, head_init="probe", **OPTIONS))
     expected = probe_proba(linear_probe(base, train, seed=OPTIONS["seed"], device="cpu"), base, test, device="cpu")
@@ -78,7 +79,8 @@ def test_train_module__probe_head_starts_as_the_linear_probe(cohort: tuple[Path,
 
 def _items(features: np.ndarray, labels: list[int], names: tuple[str, ...]) -> LabelledItems:
     dataset = [{"image": torch.as_tensor(row, dtype=torch.float32)} for row in features]
-    return LabelledItems(dataset, np.asarray(labels), np.arange(len(labels)), names)
+    n = len(labels)
+    return LabelledItems(dataset, np.asarray(labels), np.arange(n), names, np.full(n, "train"), np.arange(n))
 
 
 def test_probe_head__two_classes_give_the_probes_sigmoid() -> None:

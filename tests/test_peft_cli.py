@@ -18,11 +18,12 @@ from torch.utils.data import Dataset, default_collate
 
 from mocomri.cli import main
 from mocomri.config import Config, ModelConfig, save_config
-from mocomri.data import datasets
 from mocomri.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from mocomri.data.settings import DataConfig
 from mocomri.models import create_encoder
 from mocomri.peft import PEMSpec, load_pem
+from mocomri.peft import inputs as peft_inputs
+from mocomri.peft import train as peft_train
 from mocomri.peft.train import TrainOptions, train_module
 
 CLASSES = ["lesion", "none"]
@@ -72,9 +73,10 @@ def cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]
 
 
 def make_cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """A run directory (tiny encoder and config) and a manifest of fake items, the data layer patched."""
-    monkeypatch.setattr(datasets, "build_eval_dataset", FakeEvalDataset)
-    monkeypatch.setattr(datasets, "build_pretrain_dataset", FakeViewDataset)
+    """A run directory (tiny encoder and config) and a manifest of fake items, the data layer patched
+    where the modules' training and evaluation build their datasets."""
+    monkeypatch.setattr(peft_inputs, "build_eval_dataset", FakeEvalDataset)
+    monkeypatch.setattr(peft_train, "build_pretrain_dataset", FakeViewDataset)
     rows = []
     for split, n in (("train", 4), ("val", 2), ("test", 2), ("unlabeled", 4)):
         for c, label in enumerate(CLASSES):
@@ -129,14 +131,14 @@ def test_peft_cli__train_compose_eval(cohort: tuple[Path, Path], tmp_path: Path)
     curves = []
     for vals, name in (([manifest], "v1"), ([swapped], "v2"), ([manifest, swapped], "v12")):
         assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
-                     "--val", *map(str, vals), "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+                     *(a for v in vals for a in ("--val", str(v))), "--out", str(tmp_path / f"{name}.safetensors")]) == 0
         curves.append([p["score"] for p in json.loads((tmp_path / f"{name}.safetensors.report.json").read_text())["curve"]])
     assert curves[0] != curves[1]  # else the mean could not be told from either
     assert curves[2] == pytest.approx([(x + y) / 2 for x, y in zip(curves[0], curves[1])])
     assert "mean accuracy" in json.loads((tmp_path / "v12.safetensors.report.json").read_text())["validation"]["score"]
     # --grid: only those λ tried, each scored as on the default grid, the first best of them chosen.
     assert main(["peft", "compose", *common, "--add", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
-                 "--val", str(manifest), str(swapped), "--grid", "0,0.5,1", "--out", str(tmp_path / "g.safetensors")]) == 0
+                 "--val", str(manifest), "--val", str(swapped), "--grid", "0,0.5,1", "--out", str(tmp_path / "g.safetensors")]) == 0
     coarse = json.loads((tmp_path / "g.safetensors.report.json").read_text())
     mean = [(curves[0][i] + curves[1][i]) / 2 for i in (0, 5, 10)]  # the default grid's 0, 0.5 and 1
     assert [p["lambda"] for p in coarse["curve"]] == [0.0, 0.5, 1.0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mocomri.eval.bootstrap import bootstrap_metrics
-from mocomri.peft.compare import accuracy_contrast
+from tools.peft_lab.compare import accuracy_contrast
 
 Z95 = 1.959964
 

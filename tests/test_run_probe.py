@@ -245,8 +245,8 @@ def test_probe_cli__group_norm_run_is_probed_with_its_group_norm(tmp_path: Path,
 
 def test_probe_cli__leakage_is_one_line_error(tmp_path: Path, fake_dataset: None, capsys) -> None:
     manifest = _write_manifest(tmp_path / "m.csv", leak=True)
-    code = main(["probe", "--encoder", "random", "--width", "4", "--manifest", str(manifest),
-                 "--set", "data.image_size=16", "--out", str(tmp_path / "p"), "--seeds", "1"])
+    code = main(["probe", "--encoder", "random", "--manifest", str(manifest), "--out", str(tmp_path / "p"),
+                 "--seeds", "1", "model.width=4", "data.image_size=16"])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mocomri probe: error: leakage between training and test")

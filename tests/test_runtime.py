@@ -53,3 +53,29 @@ def test_select_precision__3d_on_the_cpu_stays_fp32_and_2d_follows_the_cpu():
     assert select_precision("auto", cpu, spatial_dims=3) == "fp32"
     assert select_precision("auto", cpu, spatial_dims=2) == ("bf16" if cpu_supports_bf16() else "fp32")
     assert select_precision("bf16", cpu, spatial_dims=3) == "bf16"  # an explicit choice is kept
+
+
+def test_memory_format__channels_last_puts_channels_innermost_in_2d_and_3d():
+    import torch
+
+    from mocomri.train.runtime import memory_format
+
+    for dims, shape in ((2, (2, 3, 4, 5)), (3, (2, 3, 4, 5, 6))):
+        x = torch.zeros(shape).contiguous(memory_format=memory_format(True, dims))
+        assert x.stride()[1] == 1, dims  # C is the fastest-moving index: N, *S, C in memory
+        plain = torch.zeros(shape).contiguous(memory_format=memory_format(False, dims))
+        assert plain.stride() == torch.zeros(shape).stride(), dims
+    with pytest.raises(ValueError, match="spatial_dims=1"):
+        memory_format(True, 1)
+
+
+def test_select_precision_and_channels_last__unknown_value_names_the_key_and_the_choices():
+    import torch
+
+    from mocomri.train.runtime import select_channels_last, select_precision
+
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match=r"^train\.precision='fp8' must be one of auto, fp32, bf16, fp16$"):
+        select_precision("fp8", cpu)
+    with pytest.raises(ValueError, match=r"^train\.channels_last='maybe' must be auto, true or false$"):
+        select_channels_last("maybe", cpu, spatial_dims=2)

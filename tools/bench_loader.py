@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import tempfile
@@ -35,6 +36,7 @@ from mocomri.data.io import Scan
 from mocomri.data.manifest import Manifest, read_manifest, scan_bids
 from mocomri.data.preprocess import PreprocessSettings, preprocess
 from mocomri.data.settings import DataConfig
+from mocomri.timing import time_fed
 
 
 class DecodeEveryTime(Dataset):
@@ -73,19 +75,14 @@ def _cpu() -> str:
 
 
 def pairs_per_second(dataset: Dataset, workers: int, batch_size: int, seconds: float) -> float:
-    """Steady-state items per second: the first batch (worker start, warm-up) is not timed."""
+    """Steady-state items per second over at least ``seconds``: the first batch (worker start,
+    warm-up) is not timed."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
-    items, start = 0, None
-    for epoch in range(1000):
-        for batch in loader:
-            if start is None:
-                start = time.perf_counter()
-                continue
-            items += len(batch["view1"])
-            if time.perf_counter() - start > seconds:
-                return items / (time.perf_counter() - start)
-    return items / (time.perf_counter() - start)
+    epochs = itertools.chain.from_iterable(itertools.repeat(loader))  # a new epoch each time the last ends
+    items = []  # per batch
+    timing = time_fed(epochs, lambda batch: items.append(len(batch["view1"])), steps=1, warmup=1, min_seconds=seconds)
+    return sum(items[1:]) / timing.seconds  # items[0]: the untimed first batch
 
 
 def main() -> None:

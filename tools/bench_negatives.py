@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/ is not installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: this tree's mocomri
 
-from benchmarks.timing import paired_ratio, time_interleaved  # noqa: E402
 from mocomri.losses import InfoNCEOutput, info_nce  # noqa: E402
+from mocomri.timing import paired_ratio, time_interleaved  # noqa: E402
 from mocomri.train.runtime import keep_freed_memory  # noqa: E402
 
 

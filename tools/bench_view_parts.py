@@ -12,27 +12,32 @@ on the whole batch (in training only the items that draw it pay for it). ``--src
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-_src = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(Path(__file__).resolve().parents[1])
+_here = Path(__file__).resolve().parents[1]
+_src = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(_here)
 sys.path.insert(0, _src)
 
 from mocomri.augment import BatchViews, artefacts  # noqa: E402
 from mocomri.augment.geometry import _affine_grid, resample, view_affines  # noqa: E402
 from mocomri.augment.settings import AugmentConfig, AugmentParams  # noqa: E402
 
+# This tree's mocomri/timing.py, whichever tree's mocomri is timed: an older --src tree may not
+# have it, and its package name is taken by the tree under test. It imports nothing of mocomri.
+_timing_spec = importlib.util.spec_from_file_location("bench_view_parts_timing", _here / "mocomri" / "timing.py")
+timing = importlib.util.module_from_spec(_timing_spec)
+sys.modules[_timing_spec.name] = timing  # dataclasses look their module up while building the class
+_timing_spec.loader.exec_module(timing)
+
 
 def timed(name: str, fn, calls: int) -> None:
-    fn()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    print(f"  {name:<28} {(time.perf_counter() - start) / calls * 1000:8.2f} ms")
+    """Prints ms per call of ``fn`` over ``calls`` calls, after one untimed call."""
+    print(f"  {name:<28} {timing.time_calls(fn, calls, warmup=1) * 1000:8.2f} ms")
 
 
 def main() -> None:

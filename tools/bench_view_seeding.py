@@ -12,9 +12,9 @@ Usage::
     python tools/bench_view_seeding.py
 """
 
+import itertools
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from monai.transforms import Compose
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mocomri.augment.settings import AugmentConfig  # noqa: E402
+from mocomri.timing import time_interleaved  # noqa: E402
 from tests.reference_transforms import build_view_transform  # noqa: E402
 
 
@@ -50,13 +51,10 @@ def main(rounds: int = 5, calls: int = 50) -> None:
 
     fns = {("seed", "per-step"): seed_per_step, ("seed", "shared"): seed_shared,
            ("pair", "per-step"): pair_per_step, ("pair", "shared"): pair_shared}
-    times: dict = {key: [] for key in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            started = time.perf_counter()
-            for i in range(calls):
-                fn(i)
-            times[key].append((time.perf_counter() - started) / calls * 1e3)
+    # Each timing seeds with 0, ..., calls - 1, every round alike.
+    seeds = {key: itertools.cycle(range(calls)) for key in fns}
+    timed = {key: (lambda fn=fn, s=seeds[key]: fn(next(s))) for key, fn in fns.items()}
+    times = {key: [1e3 * t for t in ts] for key, ts in time_interleaved(timed, rounds, calls).items()}  # ms
     print("| what | MONAI per-step states, ms | one shared stream, ms |")
     print("|---|---|---|")
     for what, label in (("seed", "seeding"), ("pair", "seeding + a pair of views")):

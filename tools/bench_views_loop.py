@@ -2,8 +2,8 @@
 
 For each config given, measures in this order, on the same machine and data:
 
-1. ``step``: :func:`mocomri.train.step.train_step` (the step ``mocomri pretrain`` runs) on fixed
-   view tensors, the model, optimiser and precision built as ``pretrain`` builds them;
+1. ``step``: :class:`mocomri.train.speed.PretrainStep` (the step ``mocomri pretrain`` runs, built
+   by pretraining's builders) on fixed view tensors;
 2. ``loop``: the real ``mocomri pretrain`` command (loader, batched views on the device, step,
    logging, checkpoints), in a subprocess, images/s over the steps after the warm-up, from
    its ``metrics.jsonl``;
@@ -41,38 +41,31 @@ sys.path.insert(0, str(REPO))
 
 from mocomri.config import load_config  # noqa: E402
 from mocomri.models import spatial_dims_of  # noqa: E402
-from mocomri.train.pretrain import build_model, build_optimizer, make_runtime  # noqa: E402
+from mocomri.timing import time_calls  # noqa: E402
+from mocomri.train.pretrain import make_runtime  # noqa: E402
 from mocomri.train.runtime import keep_freed_memory, select_device, select_precision  # noqa: E402
-from mocomri.train.step import train_step  # noqa: E402
+from mocomri.train.speed import PretrainStep  # noqa: E402
 
 
 def step_only(config: str, overrides: list[str], warmup: int, steps: int) -> dict:
-    """Images/s of ``train_step`` on fixed tensors, set up as ``pretrain`` sets it up."""
+    """Images/s of the step ``pretrain`` runs (:class:`mocomri.train.speed.PretrainStep`) on fixed tensors."""
     cfg = load_config(config, overrides)
     rt = make_runtime(cfg)
     keep_freed_memory()
     torch.manual_seed(0)
+    step = PretrainStep(cfg, rt)
     dims = spatial_dims_of(cfg.model.name)
-    fmt = torch.contiguous_format
-    if rt.channels_last:
-        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
-    model = build_model(cfg).to(rt.device, memory_format=fmt).train()
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
     side = cfg.data.view_side(dims)
-    shape = (cfg.train.batch_size, cfg.model.in_channels, *(side,) * dims)
-    view_q = torch.randn(shape, device=rt.device).contiguous(memory_format=fmt)
-    view_k = torch.randn(shape, device=rt.device).contiguous(memory_format=fmt)
-    subjects = torch.arange(shape[0], device=rt.device)
-    for i in range(warmup + steps):
-        if i == warmup:
-            if rt.device.type == "cuda":
-                torch.cuda.synchronize(rt.device)
-            start = time.perf_counter()
-        out = train_step(model, optimizer, scaler, view_q, view_k, subjects, lr=0.01, momentum=0.99, autocast=rt.autocast)
-        float(out.loss.detach())  # one host sync per step, as neither loop would have fewer
-    elapsed = time.perf_counter() - start
-    return {"images_per_s": steps * shape[0] / elapsed, "precision": rt.precision, "channels_last": rt.channels_last}
+    shape = (cfg.train.batch_size, cfg.model.in_channels, *(side,) * dims)  # (B, C, *S)
+    view_q = torch.randn(shape, device=rt.device).contiguous(memory_format=step.memory_format)
+    view_k = torch.randn(shape, device=rt.device).contiguous(memory_format=step.memory_format)
+    subjects = torch.arange(shape[0], device=rt.device)  # (B,)
+
+    def one_step() -> None:
+        float(step(view_q, view_k, subjects).loss.detach())  # one host sync per step, as neither loop would have fewer
+
+    seconds = time_calls(one_step, steps, warmup=warmup, sync=step.sync)
+    return {"images_per_s": shape[0] / seconds, "precision": rt.precision, "channels_last": rt.channels_last}
 
 
 def loop(config: str, overrides: list[str], out: Path, src: Path, steps: int, warmup: int) -> dict:

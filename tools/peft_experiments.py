@@ -1,7 +1,7 @@
 """The composition experiments on brain-tumour MRI (Zhang et al. 2023, arXiv:2306.14870): merging
 modules trained on label-skewed halves, merging a tumour-presence and a tumour-type module, and
 domain transfer by analogy, for LoRA and (IA)³ over seeds, beside the linear probe and full
-fine-tuning. docs/peft.md states what each measures and its bar.
+fine-tuning. tools/peft_lab/README.md states what each measures and its bar.
 
     .venv/bin/python tools/peft_experiments.py --encoder /work/runs/A_crop100 --out runs/peft \
         --kinds lora,ia3 --seeds 0,1,2
@@ -21,7 +21,7 @@ fine-tuning. docs/peft.md states what each measures and its bar.
    of (1) and λ chosen on the labelled target val split (as the paper tunes on dev data).
 
 Every accuracy is on a test split, with a 95% bootstrap CI by subject; differences are paired
-(:mod:`mocomri.peft.compare`). Modules train on the encoder frozen by the library
+(:mod:`tools.peft_lab.compare`). Modules train on the encoder frozen by the library
 (:func:`mocomri.peft.train.train_module`); full fine-tuning runs the same loop and step count
 (:func:`tools.peft_lab.baselines.fine_tune`). Into ``--out``: ``data/`` (derived manifests, the
 shifted images), ``modules/`` and ``baselines/`` (one file each, reused when present: an
@@ -47,13 +47,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
+from mocomri.eval.items import LabelledItems  # noqa: E402
 from mocomri.eval.metrics import classification_metrics  # noqa: E402
 from mocomri.files import state_dict_digest  # noqa: E402
 from mocomri.peft import PEM, PEMSpec, add, analogy, load_pem, save_pem  # noqa: E402
-from mocomri.peft.compare import accuracy_contrast  # noqa: E402
+from tools.peft_lab.compare import accuracy_contrast  # noqa: E402
 from mocomri.peft.compose import DEFAULT_GRID, choose_lambda  # noqa: E402
 from mocomri.peft.evaluate import module_proba, predict_with, score  # noqa: E402
-from mocomri.peft.inputs import LabelledItems, labelled_items, load_base, resolve_config  # noqa: E402
+from mocomri.peft.inputs import labelled_items, load_base  # noqa: E402
+from mocomri.run_dir import encoder_config  # noqa: E402
 from mocomri.peft.spec import default_targets  # noqa: E402
 from mocomri.peft.train import TrainOptions, train_module  # noqa: E402
 from tools.peft_lab.baselines import fine_tune, linear_probe, load_fine_tuned, probe_proba, save_fine_tuned  # noqa: E402
@@ -101,7 +103,7 @@ class Lab:
 
     def __init__(self, args: argparse.Namespace, budget: Budget) -> None:
         self.out, self.encoder, self.device, self.budget = Path(args.out), args.encoder, args.device, budget
-        self.base = load_base(args.encoder, resolve_config(args.encoder, args.config, args.set))
+        self.base = load_base(args.encoder, encoder_config(args.encoder, args.config, args.set))
         self.config = self.base.config
         self.encoder_sha1 = state_dict_digest(self.base.encoder.state_dict())  # what the modules record as their base
         self.source = Path(args.manifest)
@@ -175,7 +177,7 @@ class Lab:
             self._probes[(name, seed)] = linear_probe(self.base, self.items(manifest, "train"), seed=seed,
                                                       device=self.device)
         for where, items in tests.items():
-            order = [tuned.head.labels.index(c) for c in items.label_names]
+            order = [tuned.head.labels.index(c) for c in items.classes]
             tuned_proba = predict_with(model, tuned.head, items, device=self.device)[:, order]
             probe = probe_proba(self._probes[(name, seed)], self.base, items, device=self.device)
             results.add(section, f"linear probe{where}", "—", seed, self.score(items, probe))

@@ -16,7 +16,7 @@ query backbone and a random-init one of the same architecture (seed 0) on the ``
 logistic regression on standardised pooled features at C = 0.01, 0.1, 1, at 100 % and at a
 subject-grouped 10 % of the training labels, and a cosine 20-NN. It writes ``result.json``
 (the arguments, the loss curve and the probe) and the backbone's ``encoder.pt``, which
-``mocomri probe --encoder OUT --config configs/brain_tumor_cpu.yaml --width W`` also reads.
+``mocomri probe --encoder OUT --config configs/brain_tumor_cpu.yaml model.width=W`` also reads.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mocomri.commands._config_args import add_config_arguments, load_config_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -13,11 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "training step alone and fed by the data loader, as in training; writes nothing to the run "
         "directory. The full benchmark suite is benchmarks/ in the repository (BENCHMARKS.md).",
     )
-    p.add_argument("--config", required=True, help="YAML config (see configs/)")
+    add_config_arguments(p, required=True)
     p.add_argument("--steps", type=int, default=20, help="timed steps of each measurement (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before each (default 3)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to this file")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.set_defaults(func=run)
 
 
@@ -26,13 +27,12 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from mocomri.config import load_config
     from mocomri.errors import ConfigError
     from mocomri.train.speed import measure_speed
 
     if args.steps < 1 or args.warmup < 1:
         raise ConfigError(f"--steps={args.steps} and --warmup={args.warmup} must be at least 1")
-    cfg = load_config(args.config, list(args.overrides))
+    cfg = load_config_arguments(args)
     if cfg.train.keep_freed_memory:
         # Process-wide (glibc mallopt), as `mocomri pretrain` does: the command's choice.
         from mocomri.train.runtime import keep_freed_memory

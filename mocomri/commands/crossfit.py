@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from mocomri.commands._config_args import add_config_arguments, config_source, load_config_arguments
 from mocomri.commands.probe import _fractions
 
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the config on the other folds' scans, probe the held-out subjects beside random init and raw "
         "pixels; then score all held-out predictions as one test set. Resumable.",
     )
-    p.add_argument("--config", required=True, help="pretraining YAML config")
+    add_config_arguments(p, required=True, help="pretraining YAML config")
     p.add_argument("--manifest", help="labelled manifest defining the folds (default: the config's data.manifest)")
     p.add_argument("--out", required=True, help="output directory (folds, runs, reports)")
     p.add_argument("--folds", type=int, default=5, help="k (default 5)")
@@ -41,16 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what the probe reads off each encoder: its pooled output (default), every stage "
                         "pooled and concatenated, or (3D) the pooled output averaged over patches of the "
                         "pretraining views' side; the last two write *_stages or *_patches reports beside the first")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocomri.config import load_config
     from mocomri.crossfit import run_crossfit
     from mocomri.eval import ProbeOptions, format_table
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config_arguments(args)
     if cfg.train.keep_freed_memory:
         from mocomri.train.runtime import keep_freed_memory
 
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         baselines=["random_init"] + ([] if args.no_raw_pixels else ["raw_pixels"]),
         unit=args.unit,
-        options=ProbeOptions(n_boot=args.n_boot, features=args.features, config_source=" + ".join([f"`{args.config}`", *(f"`{o}`" for o in args.overrides)])),
+        options=ProbeOptions(n_boot=args.n_boot, features=args.features, config_source=config_source(args)),
     )
     for name, metrics in results.items():
         s = metrics["settings"]

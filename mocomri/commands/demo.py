@@ -15,20 +15,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mocomri.commands._config_args import add_config_arguments, load_config_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="synthetic cohort -> pretrain -> probe -> table")
     p.add_argument("--out", default="demo_out", help="where the cohort, run and report go")
-    p.add_argument("--config", default=None, help="pretraining config (default: configs/demo.yaml)")
+    add_config_arguments(p, help="pretraining config (default: configs/demo.yaml)")
     p.add_argument("--subjects", type=int, default=120)
     p.add_argument("--modalities", default="T1w,T2w,FLAIR")
     p.add_argument("--seeds", type=int, default=3, help="label-fraction draws per fraction")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="pretraining config overrides")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocomri.config import load_config
     from mocomri.data.manifest import build_manifest, write_manifest
     from mocomri.data.synthetic import make_cohort
     from mocomri.eval import format_table, run_probe
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     cohort, manifest = out / "cohort", out / "manifest.csv"
-    config = Path(args.config) if args.config else Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    default_config = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     if not (cohort / "participants.tsv").is_file():
         print(f"[1/4] writing a synthetic cohort of {args.subjects} subjects to {cohort}")
         make_cohort(cohort, subjects=args.subjects, modalities=tuple(args.modalities.split(",")), seed=0)
@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         built = build_manifest(cohort, test_fraction=0.3, val_fraction=0.1, progress=True)
         write_manifest(built.manifest, manifest)
         print(built)
-    cfg = load_config(config, [f"data.manifest={manifest}", f"train.out_dir={out / 'run'}", *args.overrides])
+    # The cohort's manifest and the run directory are the demo's own: applied after the overrides.
+    own = [f"data.manifest={manifest}", f"train.out_dir={out / 'run'}"]
+    cfg = load_config_arguments(args, default=default_config, then=own)
     print("[3/4] MoCo pretraining on the train split (labels unused)")
     if cfg.train.keep_freed_memory:
         from mocomri.train.runtime import keep_freed_memory

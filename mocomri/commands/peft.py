@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mocomri.commands._config_args import add_config_arguments, load_encoder_config
+
 
 def _lambda(text: str) -> float | None:
     if text == "auto":
@@ -24,12 +26,17 @@ def _grid(text: str) -> tuple[float, ...]:
     return grid
 
 
+def _patterns(text: str) -> list[str]:
+    patterns = [t.strip() for t in text.split(",") if t.strip()]
+    if not patterns:
+        raise argparse.ArgumentTypeError(f"expected comma-separated module name patterns, got {text!r}")
+    return patterns
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", help="the base encoder: a pretraining run directory, an encoder.pt, or 'random'")
-    p.add_argument("--config", help="YAML config for the data settings and the architecture "
-                   "(default: the run's config.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set data.image_size=96 (repeatable)")
+    add_config_arguments(p, help="YAML config for the data settings and the architecture (default: the run's "
+                         "config.yaml; for 'random' or a bare encoder.pt, the defaults)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
@@ -42,8 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(t)
     t.add_argument("--manifest", required=True, help="labelled train rows (ce) or the pretraining splits (moco)")
     t.add_argument("--kind", choices=["lora", "ia3"], default="lora")
-    t.add_argument("--targets", nargs="*", default=[], metavar="PATTERN",
-                   help="fnmatch patterns over module names, e.g. 'layer3.*.conv*' (default: per kind)")
+    # One value per flag (comma-separated, repeatable), never nargs="*": a list option would
+    # swallow the positional config overrides that follow it.
+    t.add_argument("--targets", type=_patterns, action="extend", default=[], metavar="PATTERN[,PATTERN...]",
+                   help="fnmatch patterns over module names, comma-separated or repeated, e.g. "
+                   "'layer3.*.conv2,layer3.*.bn2' (default: per kind)")
     t.add_argument("--rank", type=int, default=4, help="LoRA rank r (default 4)")
     t.add_argument("--alpha", type=float, default=8.0, help="LoRA scale alpha; the update is alpha/r·BA (default 8)")
     t.add_argument("--init", choices=["kaiming", "gaussian"], default="kaiming", help="LoRA's A initialisation")
@@ -53,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0, help="data order and head initialisation")
-    # The probe start is the default: modules trained from it compose better (docs/peft.md, LP-FT).
+    # The probe start is the default: modules trained from it compose better (tools/peft_lab/README.md, LP-FT).
     t.add_argument("--head-init", choices=["random", "probe"], default="probe",
                    help="ce: the head starts as the linear probe on the frozen features (LP-FT; default) or random")
     t.add_argument("--out", required=True, help="the module file to write (.safetensors)")
@@ -68,18 +78,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="λ·SOURCE_CLS ⊕ (1-λ)·(TARGET_SSL ⊖ SOURCE_SSL)")
     c.add_argument("--lambda", dest="lam", type=_lambda, default=None,
                    help="λ, or 'auto' (default) to choose it on the val rows of --val")
-    c.add_argument("--val", nargs="+", metavar="MANIFEST",
-                   help="manifest(s) whose labelled 'val' rows choose λ: the λ of --grid with the best accuracy "
-                   "(several: the best mean accuracy, e.g. the source's and the target's, for one module that "
-                   "serves both)")
+    c.add_argument("--val", action="append", metavar="MANIFEST",
+                   help="a manifest whose labelled 'val' rows choose λ: the λ of --grid with the best accuracy "
+                   "(repeated, e.g. --val SOURCE.csv --val TARGET.csv: the best mean accuracy, for one module "
+                   "that serves both)")
     c.add_argument("--grid", type=_grid, default=None, metavar="L1,L2,...",
                    help="the λ values tried (default 0, 0.1, ..., 1)")
     c.add_argument("--out", required=True, help="the module file to write")
     c.set_defaults(func=run_compose)
 
     e = sub.add_parser("eval", help="a module's task head on its merged encoder, with 95%% bootstrap CIs")
+    e.add_argument("module", help="a module file")  # before the overrides: the first positional is the module
     _common(e)
-    e.add_argument("module", help="a module file")
     e.add_argument("--manifest", required=True)
     e.add_argument("--split", default="test", choices=["test", "val", "train"])
     e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -87,26 +97,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
 
     m = sub.add_parser("merge", help="fold a module into its base encoder and write a plain encoder.pt")
-    _common(m)
     m.add_argument("module", help="a module file")
+    _common(m)
     m.add_argument("--out", required=True, help="the encoder state dict to write (read by probe, export, pretrain)")
     m.set_defaults(func=run_merge)
-
-
-def _config(args: argparse.Namespace):
-    from mocomri.peft.inputs import resolve_config
-
-    return resolve_config(args.encoder, args.config, args.set)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from mocomri.peft import PEMSpec, save_pem
     from mocomri.peft.train import TrainOptions, train_module
 
+    config = load_encoder_config(args, args.encoder)
     spec = PEMSpec(args.kind, tuple(args.targets), rank=args.rank, alpha=args.alpha, init=args.init, seed=args.init_seed)
     options = TrainOptions(objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            seed=args.seed, head_init=args.head_init, device=args.device)
-    pem = train_module(args.encoder or "random", args.manifest, spec, _config(args), options)
+    pem = train_module(args.encoder or "random", args.manifest, spec, config, options)
     path = save_pem(pem, args.out)
     print(f"wrote {path}: {pem.spec.kind} on {len(pem.layers)} layers, objective {args.objective}, "
           f"{sum(t.numel() for t in pem.tensors.values())} module parameters")
@@ -116,9 +121,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_compose(args: argparse.Namespace) -> int:
     from mocomri.peft.compose import compose_files
 
+    config = load_encoder_config(args, args.encoder)
     operation, modules = next((name, getattr(args, name)) for name in ("add", "negate", "analogy") if getattr(args, name))
     result = compose_files(operation, modules, args.out, lam=args.lam, encoder=args.encoder,
-                           val_manifest=args.val, config=_config(args), device=args.device,
+                           val_manifest=args.val, config=config, device=args.device,
                            **({"grid": args.grid} if args.grid else {}))
     chosen = "" if result.lam is None else f" with λ={result.lam:g}" + (" (chosen on val)" if result.curve else "")
     print(f"wrote {result.module}{chosen}; report {result.report}")
@@ -133,7 +139,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if not args.encoder:
         raise SystemExit("mocomri peft eval: --encoder is required")
-    result = evaluate_file(args.module, args.encoder, args.manifest, split=args.split, config=_config(args),
+    config = load_encoder_config(args, args.encoder)
+    result = evaluate_file(args.module, args.encoder, args.manifest, split=args.split, config=config,
                            n_boot=args.n_boot, device=args.device)
     for name, m in result["metrics"].items():
         if isinstance(m, dict):
@@ -150,7 +157,8 @@ def run_merge(args: argparse.Namespace) -> int:
 
     if not args.encoder:
         raise SystemExit("mocomri peft merge: --encoder is required (the module's base encoder)")
+    config = load_encoder_config(args, args.encoder)
     pem = load_pem(args.module)
-    path = save_merged(pem, load_base(args.encoder, _config(args)).encoder, args.out)
+    path = save_merged(pem, load_base(args.encoder, config).encoder, args.out)
     print(f"wrote {path}: {args.encoder} with {pem.spec.kind} on {len(pem.layers)} layers folded in")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mocomri.commands._config_args import add_config_arguments, load_config_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -11,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pretrain an encoder with MoCo",
         description="Pretrain an encoder with MoCo. Also runs under torchrun for DDP.",
     )
-    p.add_argument("--config", required=True, help="YAML config (see configs/)")
+    add_config_arguments(p, required=True)
     p.add_argument("--out", help="run directory (same as train.out_dir=...)")
     p.add_argument(
         "--resume",
@@ -19,19 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="continue from the run directory's last checkpoint when there is one (default: yes)",
     )
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocomri.config import load_config
     from mocomri.eval.knn_monitor import KnnMonitor
     from mocomri.train.pretrain import pretrain
 
-    overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"train.out_dir={args.out}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config_arguments(args, then=[f"train.out_dir={args.out}"] if args.out else [])
     if cfg.train.keep_freed_memory:
         # Process-wide (glibc mallopt): the command's choice, never a side effect of the library.
         from mocomri.train.runtime import keep_freed_memory

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mocomri.commands._config_args import add_config_arguments, config_source, load_encoder_config
+
 
 def _fractions(text: str) -> list[float]:
     try:
@@ -27,13 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", required=True, help="a pretraining run directory, an encoder.pt, or 'random'")
     p.add_argument("--manifest", required=True, help="manifest CSV with labelled train and test rows")
     p.add_argument("--out", help="output directory (default: RUN_DIR/probe, or runs/probe)")
-    p.add_argument("--config", help="YAML config for the data settings and the architecture "
-                   "(default: the run's config.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set data.image_size=96 (repeatable)")
-    p.add_argument("--arch", help="encoder architecture (overrides model.name)")
-    p.add_argument("--width", type=int, help="encoder width (overrides model.width)")
-    p.add_argument("--in-channels", type=int, help="input channels (overrides model.in_channels)")
+    add_config_arguments(p, help="YAML config for the data settings and the architecture (default: the run's "
+                         "config.yaml; for 'random' or a bare encoder.pt, the defaults)")
     p.add_argument("--label-fractions", type=_fractions, default=[0.01, 0.1, 1.0],
                    help="comma-separated shares of labelled training subjects (default 0.01,0.1,1.0)")
     p.add_argument("--seeds", type=int, default=3, help="draws per label fraction (default 3)")
@@ -62,22 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from mocomri.config import load_config
     from mocomri.eval import ProbeOptions, format_table, run_probe
     from mocomri.eval.baselines import SupervisedBudget
-    from mocomri.run_dir import find_run_config
 
-    # An explicit --config wins; else the run's own config.yaml (so --set can override it).
-    config_path = args.config or (None if args.encoder == "random" else find_run_config(args.encoder))
-    cfg = load_config(config_path, args.set) if (config_path or args.set) else None
-    flags = {"name": args.arch, "width": args.width, "in_channels": args.in_channels}
-    arch = {k: v for k, v in flags.items() if v is not None}
-    if arch:
-        cfg = cfg or load_config(None)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **arch))
-
+    cfg = load_encoder_config(args, args.encoder)
     run_dir = None if args.encoder == "random" else Path(args.encoder)
     default_out = run_dir / "probe" if run_dir is not None and run_dir.is_dir() else Path("runs/probe")
     baselines = ["random_init"] + ([] if args.no_raw_pixels else ["raw_pixels"])
@@ -95,11 +80,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         features=args.features,
         supervised=SupervisedBudget(steps=args.supervised_steps),
-        config_source=" + ".join(
-            [f"`{config_path}`" if config_path else "defaults"]
-            + [f"`{o}`" for o in args.set]
-            + [f"`model.{k}={v}`" for k, v in arch.items()]
-        ),
+        config_source=config_source(args, args.encoder),
     )
     metrics = run_probe(
         args.encoder,

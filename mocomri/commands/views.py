@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mocomri.commands._config_args import add_config_arguments, load_config_arguments
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,14 +15,13 @@ def register(subparsers) -> None:
         "views, as pretraining sees them. Overrides such as augment.base.noise_prob=1.0 apply on top.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="a config YAML (its data.manifest and augment section)")
+    add_config_arguments(parser, help="a config YAML (its data.manifest and augment section)", group=source)
     source.add_argument("--manifest", help="a manifest CSV (default data and augment settings)")
     parser.add_argument("--out", required=True, help="the PNG to write")
     parser.add_argument("--items", type=int, default=6, help="rows of the grid (default 6)")
     parser.add_argument("--pairs", type=int, default=2, help="view pairs per item (default 2)")
     parser.add_argument("--splits", help="comma-separated splits (default: data.pretrain_splits)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
     parser.set_defaults(func=run)
 
 
@@ -41,16 +42,13 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from mocomri.config import load_config
     from mocomri.data.datasets import build_pretrain_dataset
     from mocomri.data.manifest import read_manifest
     from mocomri.data.transforms import build_eval_transform
     from mocomri.errors import DataError
 
-    overrides = list(args.overrides) + [f"data.seed={args.seed}"]
-    if args.manifest:
-        overrides.append(f"data.manifest={args.manifest}")
-    cfg = load_config(args.config, overrides)
+    options = [f"data.seed={args.seed}"] + ([f"data.manifest={args.manifest}"] if args.manifest else [])
+    cfg = load_config_arguments(args, then=options)
     if not cfg.data.manifest:
         raise DataError(f"{args.config}: data.manifest is empty; pass --manifest or set it in the config")
     manifest = read_manifest(cfg.data.manifest)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from mocomri.augment import BatchViews
 from mocomri.augment.settings import AugmentConfig
@@ -103,8 +104,6 @@ def cache_scans(
     Raises:
         DataError: a row cannot be read and ``data_cfg.skip_bad`` is False.
     """
-    from tqdm import tqdm
-
     cache = PreprocessCache(data_cfg.cache_dir, PreprocessSettings.from_config(data_cfg))
     if data_cfg.channels:
         return _cache_stacks(manifest, data_cfg, rows, cache, progress)
@@ -135,8 +134,6 @@ def _cache_stacks(
     manifest: Manifest, data_cfg: DataConfig, rows: list[int], cache: PreprocessCache, progress: bool | None
 ) -> tuple[list[CachedScan], list[tuple[int, str]]]:
     """:func:`cache_scans` with ``data.channels``: one item per session, its contrasts stacked."""
-    from tqdm import tqdm
-
     sessions: dict[tuple[str, str], dict[str, int]] = {}
     for index in rows:
         row = manifest.rows[index]

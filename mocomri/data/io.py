@@ -16,7 +16,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from mocomri.errors import DataError
 
@@ -98,8 +100,6 @@ def load_volume(path: str | Path, volume_index: int | None = 0) -> Scan:
         DataError: the file is missing, empty, not NIfTI, truncated or corrupt, not 3D/4D,
             has NaN/Inf voxels, is constant, or ``volume_index`` is out of range.
     """
-    import nibabel as nib  # local: nibabel is only needed when volumes are read
-
     path = Path(path)
     _check_file(path)
     try:
@@ -144,8 +144,6 @@ def load_image2d(path: str | Path) -> Scan:
     Raises:
         DataError: the file is missing, empty, not an image, truncated, or constant.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     _check_file(path)
     try:

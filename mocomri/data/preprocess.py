@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from monai.data import MetaTensor
+from monai.transforms import Spacing, SpatialCrop
+from monai.transforms.utils import generate_spatial_bounding_box
+from scipy import ndimage
 
 from mocomri.data.io import Scan
 from mocomri.data.settings import DataConfig
@@ -70,8 +74,6 @@ def foreground_mask(array: np.ndarray, threshold: float = 0.1) -> np.ndarray:
 
     Shape: array (C, *spatial) -> mask (*spatial), bool.
     """
-    from scipy import ndimage
-
     intensity = array.max(axis=0)  # any channel above threshold counts
     p2, p98 = np.percentile(intensity, [2, 98])
     mask = intensity > p2 + threshold * (p98 - p2)
@@ -102,18 +104,12 @@ def _normalise(array: np.ndarray, mask: np.ndarray, percentiles: tuple[float, fl
 
 
 def _resample(scan: Scan, spacing: tuple[float, ...]) -> Scan:
-    from monai.data import MetaTensor
-    from monai.transforms import Spacing
-
     image = MetaTensor(scan.array, affine=scan.affine)
     resampled = Spacing(pixdim=spacing, mode="bilinear", padding_mode="border")(image)
     return Scan(array=resampled.numpy().astype(np.float32), spacing=tuple(spacing), affine=resampled.affine.numpy())
 
 
 def _crop(array: np.ndarray, mask: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
-    from monai.transforms import SpatialCrop
-    from monai.transforms.utils import generate_spatial_bounding_box
-
     start, end = generate_spatial_bounding_box(mask[None], margin=margin)
     crop = SpatialCrop(roi_start=start, roi_end=end)
     cropped = np.asarray(crop(array))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mocomri import validation as check
+from mocomri.data.manifest.schema import SPLITS
 from mocomri.errors import ConfigError
 
 KINDS = ("auto", "slices2d", "patches3d", "images2d")
@@ -62,7 +63,7 @@ class DataConfig:
         if not self.pretrain_splits:
             raise ConfigError("data.pretrain_splits is empty: name the splits to pretrain on")
         for i, split in enumerate(self.pretrain_splits):
-            check.choice(f"data.pretrain_splits[{i}]", split, ("train", "val", "test", "unlabeled"))
+            check.choice(f"data.pretrain_splits[{i}]", split, SPLITS)
         if self.missing_contrast not in ("error", "skip"):
             raise ConfigError(f"data.missing_contrast: expected 'error' or 'skip', got {self.missing_contrast!r}")
         if len(set(self.channels)) != len(self.channels):

@@ -29,7 +29,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
 
 # Classes of the anatomy's label map; NODULE is heterotopic grey matter.
 BACKGROUND, SCALP, SKULL, CSF, GM, WM, NODULE = range(7)
@@ -184,8 +187,6 @@ def render(labels: np.ndarray, contrast: str, rng: np.random.Generator) -> np.nd
 
     Shape: labels (X, Y, Z) -> (X, Y, Z) int16.
     """
-    from scipy import ndimage
-
     signal = np.asarray(CONTRASTS[contrast], dtype=np.float32)
     # Tissue intensities differ slightly between people and scans.
     signal = signal * rng.uniform(0.95, 1.05, size=signal.shape).astype(np.float32)
@@ -265,9 +266,6 @@ def make_cohort(
     Raises:
         ValueError: unknown modality, fewer than 2 subjects, or a shape below 16 voxels.
     """
-    import nibabel as nib
-    from tqdm import tqdm
-
     unknown = [m for m in modalities if m not in CONTRASTS]
     if unknown:
         raise ValueError(f"modalities {unknown} unknown (available: {', '.join(CONTRASTS)})")

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from mocomri.data.synthetic import make_subject
 
@@ -72,9 +75,6 @@ def make_slice_set(
     Raises:
         ValueError: fewer than 2 subjects, or a slice range outside the head.
     """
-    from PIL import Image
-    from tqdm import tqdm
-
     low, high = slices_per_subject
     if subjects < 2:
         raise ValueError(f"subjects={subjects} must be at least 2")
@@ -161,8 +161,6 @@ def score_grouping(group_of: dict[str, object], truth: list[dict[str, str]]) -> 
             files missing from it (dropped by the audit) are left out of every count.
         truth: :func:`read_truth`'s rows.
     """
-    from collections import Counter
-
     rows = [r for r in truth if r["path"] in group_of]
     group = {r["path"]: group_of[r["path"]] for r in rows}
     originals = {(r["subject"], int(r["slice"])): r["path"] for r in rows if not r["copy_of"]}

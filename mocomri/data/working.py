@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.transforms import Resize
+from tqdm import tqdm
 
 from mocomri.data.transforms import ArrayCompose, PadToSquare
 from mocomri.errors import DataError
@@ -39,8 +41,6 @@ def working_side(view_side: int, min_crop_fraction: float) -> int:
 
 
 def _resizer(side: int, spatial_dims: int) -> ArrayCompose:
-    from monai.transforms import Resize
-
     # Anti-aliased: most sources shrink here, and a shrink without it aliases fine texture.
     return ArrayCompose([PadToSquare(), Resize(spatial_size=(side,) * spatial_dims, mode="bilinear", anti_aliasing=True)])
 
@@ -78,8 +78,6 @@ def build_working_array(
     path = Path(cache_dir) / "working" / f"{key}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")
-    from tqdm import tqdm
-
     resize = _resizer(side, spatial_dims)
     with atomic_path(path, suffix=".npy") as tmp:
         first = read(0)

@@ -15,19 +15,18 @@ supervised from scratch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mocomri.augment import BatchViews
+from mocomri.train.finetune import Augment, choice_batches, fine_tune_ce
 from mocomri.train.lr_schedule import warmup_cosine_lr
-
-# (images (B, C, *S), their dataset indices, seed) -> one augmented view of each, (B, C, *S)
-Augment = Callable[[torch.Tensor, Sequence[int], int], torch.Tensor]
 
 
 def raw_pixel_encoder(spatial_dims: int, side: int | None = None) -> nn.Module:
@@ -60,7 +59,6 @@ class IntensityStatistics(nn.Module):
         input: (B, C, H, W) or (B, C, D, H, W)  output: (B, C * (2 + P)), per channel
         ``[mean, std, *percentiles]``.
     """
-
     def __init__(self, percentiles: Sequence[float] = INTENSITY_PERCENTILES) -> None:
         super().__init__()
         if not all(0 <= p <= 100 for p in percentiles):
@@ -104,8 +102,6 @@ def view_augmenter(
         ``augment(images, indices, seed)``: one view of each image by
         :class:`mocomri.augment.BatchViews`, its parameters drawn from ``seed``.
     """
-    from mocomri.augment import BatchViews
-
     families = sorted({aug_cfg.family_of(m) for m in modalities})
     family_id = {f: i for i, f in enumerate(families)}
     item_family = torch.tensor([family_id[aug_cfg.family_of(m)] for m in modalities], dtype=torch.int64)  # (N,)
@@ -148,6 +144,10 @@ def train_supervised(
 ) -> nn.Module:
     """Trains ``backbone`` + a linear head with cross-entropy on ``dataset[indices]``.
 
+    The fine-tuning loop (:func:`mocomri.train.finetune.fine_tune_ce`) with every weight trained,
+    batches drawn by :func:`~mocomri.train.finetune.choice_batches`, a warm-up + cosine learning
+    rate and a random head.
+
     Args:
         backbone: a freshly initialised encoder returning pooled features.
         feature_dim: F, the backbone's output width.
@@ -166,27 +166,14 @@ def train_supervised(
     Shape:
         image: (C, H, W) or (C, D, H, W)  model output: (B, K)
     """
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    model = nn.Sequential(backbone, nn.Linear(feature_dim, n_classes)).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
-    indices, labels = np.asarray(indices), np.asarray(labels)
+    torch.manual_seed(seed)  # the head's initialisation
+    model = nn.Sequential(backbone, nn.Linear(feature_dim, n_classes)).to(device)
     # At least two images per batch: batch norm needs more than one value per channel.
-    batch_size = max(2, budget.batch_size)
-    for step in range(budget.steps):
-        lr = warmup_cosine_lr(step, budget.steps, budget.warmup_steps, budget.lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        pick = rng.choice(len(indices), size=batch_size, replace=len(indices) < batch_size)
-        chosen = [int(i) for i in indices[pick]]
-        x = torch.stack([dataset[i]["image"] for i in chosen]).to(device)  # (B, C, H, W) or (B, C, D, H, W)
-        if augment is not None:
-            x = augment(x, chosen, seed * 1_000_003 + step)
-        y = torch.as_tensor(labels[pick], dtype=torch.long, device=device)  # (B,)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    batches = choice_batches(dataset, indices, labels, max(2, budget.batch_size), seed)
+    schedule = functools.partial(warmup_cosine_lr, total_steps=budget.steps, warmup_steps=budget.warmup_steps,
+                                 peak_lr=budget.lr)
+    fine_tune_ce(backbone, model[1], list(backbone.parameters()), batches, steps=budget.steps, lr=schedule,
+                 weight_decay=budget.weight_decay, device=device, augment=augment, seed=seed)
     return model.eval()
 
 

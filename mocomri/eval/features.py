@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from mocomri.config import Config, ModelConfig
 from mocomri.errors import ConfigError
 from mocomri.files import atomic_path, file_digest
+from mocomri.models.encoders import encoder_from_config
 from mocomri.run_dir import CONFIG_FILE, load_run
 
 RANDOM = "random"
@@ -160,8 +161,6 @@ class EncoderSource:
         Raises:
             ConfigError: the weights do not fit the architecture; the message names both.
         """
-        from mocomri.models.encoders import encoder_from_config
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             backbone, feature_dim = encoder_from_config(self.model)

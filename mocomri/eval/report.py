@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mocomri.eval.features import READ_OUTS
 from mocomri.eval.metrics import METRIC_TITLES, METRICS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT = "report.md"
 METRICS_JSON = "metrics.json"
@@ -270,12 +273,18 @@ def _method_lines(s: dict[str, Any]) -> list[str]:
     ]
 
 
-def plot_label_fraction_curve(metrics: dict[str, Any], path: Path) -> None:
-    """Each metric against the label fraction, one line per method, error bars = std over seeds."""
+def _figure(figsize: tuple[float, float]) -> Figure:
+    # local: only the plots need matplotlib, which is slow to import, and every mocomri.eval.*
+    # import loads this module through mocomri/eval/__init__.py (the kNN monitor of pretraining)
     from matplotlib.figure import Figure
 
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def plot_label_fraction_curve(metrics: dict[str, Any], path: Path) -> None:
+    """Each metric against the label fraction, one line per method, error bars = std over seeds."""
     results, k = metrics["methods"], metrics["settings"]["knn_k"]
-    fig = Figure(figsize=(10, 7.5), layout="constrained")
+    fig = _figure((10, 7.5))
     axes = fig.subplots(2, 2).ravel()
     fractions = [float(f) for f in next(iter(results.values()))]
     for ax, metric in zip(axes, METRICS):
@@ -299,11 +308,9 @@ def plot_label_fraction_curve(metrics: dict[str, Any], path: Path) -> None:
 
 def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
     """Row-normalised confusion matrices of the linear probes (seed 0, the largest fraction)."""
-    from matplotlib.figure import Figure
-
     linear = {m: c for m, c in metrics["confusion"].items() if not m.endswith("_knn")}
     classes, k = metrics["classes"], metrics["settings"]["knn_k"]
-    fig = Figure(figsize=(4.2 * len(linear), 4.2), layout="constrained")
+    fig = _figure((4.2 * len(linear), 4.2))
     axes = np.atleast_1d(fig.subplots(1, len(linear)))
     for ax, (method, entry) in zip(axes, linear.items()):
         counts = np.asarray(entry["matrix"], dtype=float)

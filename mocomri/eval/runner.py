@@ -25,6 +25,8 @@ import numpy as np
 
 from mocomri.augment.settings import AugmentConfig
 from mocomri.config import Config
+from mocomri.data.datasets import build_eval_dataset
+from mocomri.data.manifest import read_manifest
 from mocomri.data.settings import DataConfig
 from mocomri.errors import ConfigError, DataError
 from mocomri.eval.baselines import (
@@ -47,6 +49,7 @@ from mocomri.eval.features import (
     resolve_device,
 )
 from mocomri.eval.fractions import sample_label_fraction
+from mocomri.eval.items import LabelledItems
 from mocomri.eval.leakage import check_leakage, find_leakage, pretraining_findings
 from mocomri.eval.probe import DEFAULT_CS, fit_knn_probe, fit_linear_probe, predict_proba
 from mocomri.eval.report import write_report
@@ -88,23 +91,6 @@ class ProbeOptions:
     supervised: SupervisedBudget = field(default_factory=SupervisedBudget)
     feature_cache_dir: str | None = None  # None: OUT_DIR/features; share it to reuse features across runs
     config_source: str | None = None  # where the config came from (file, overrides), for the report
-
-
-@dataclass
-class ProbeItems:
-    """The labelled items the probe sees, one entry per dataset item.
-
-    Shape:
-        every array: (N,) over dataset items
-    """
-
-    manifest: Any  # the filtered Manifest the dataset was built from
-    dataset: Any
-    classes: list[str]
-    label: np.ndarray  # class index
-    subject: np.ndarray
-    unit: np.ndarray  # evaluation unit id (item, row or subject)
-    is_train: np.ndarray
 
 
 def run_probe(
@@ -167,11 +153,10 @@ class ProbeRuns:
 
     ``runs[method][fraction]`` holds one :func:`~mocomri.eval.scoring.score` dict per seed.
     """
-
     source: EncoderSource
     data_cfg: DataConfig
     manifest: str
-    items: ProbeItems
+    items: LabelledItems
     methods: list[str]
     findings: list[str]
     label_fractions: list[float]
@@ -209,7 +194,6 @@ def collect_probe_runs(
     methods = _methods(source, baselines)
 
     # 2. Labelled rows, leakage guard, dataset.
-    from mocomri.data.manifest import read_manifest
 
     full = read_manifest(manifest)
     labelled = [r for r in full.rows if r.label and r.split in ("train", options.eval_split)]
@@ -239,7 +223,7 @@ def collect_probe_runs(
                 method = METHODS[name]
                 proba = method.fit(method, chosen, items, features, source, base.augment, options, seed)  # (N_test, K)
                 runs[name].setdefault(fraction, []).append(score(
-                    proba, items.unit[test], items.label[test], items.subject[test], items.subject[chosen],
+                    proba, items.units[test], items.labels[test], items.subjects[test], items.subjects[chosen],
                     len(items.classes), options.n_boot,
                 ))
     return ProbeRuns(source=source, data_cfg=data_cfg, manifest=str(manifest), items=items, methods=methods,
@@ -257,7 +241,7 @@ def probe_metrics(collected: ProbeRuns, options: ProbeOptions) -> dict[str, Any]
                               methods, options, collected.items),
         "provenance": collected.source.provenance(),
         "leakage": {"allowed": options.allow_leakage, "findings": collected.findings},
-        "classes": collected.items.classes,
+        "classes": list(collected.items.classes),
         "methods": {m: {fraction_key(f): summarise(r) for f, r in per_f.items()} for m, per_f in runs.items()},
         # The encoder against each baseline on the same test subjects: a paired CI of the gap.
         "differences": {
@@ -319,12 +303,10 @@ def _label_sort_key(label: str) -> tuple:
 
 
 def _build_eval_dataset(manifest: Any, data_cfg: DataConfig, splits: list[str]) -> Any:
-    from mocomri.data.datasets import build_eval_dataset
-
     return build_eval_dataset(manifest, data_cfg, splits)
 
 
-def _probe_items(manifest: Any, data_cfg: DataConfig, eval_split: str, unit: str) -> ProbeItems:
+def _probe_items(manifest: Any, data_cfg: DataConfig, eval_split: str, unit: str) -> LabelledItems:
     """Builds the evaluation dataset of the labelled rows and the per-item arrays."""
     rows = manifest.rows
     train_labels = {r.label for r in rows if r.split == "train"}
@@ -348,7 +330,7 @@ def _probe_items(manifest: Any, data_cfg: DataConfig, eval_split: str, unit: str
                 f"unit=subject needs one label per subject; subject '{mixed[0]}' has "
                 f"{', '.join(sorted(by_subject[mixed[0]]))} (use unit=scan)"
             )
-    classes = sorted(train_labels, key=_label_sort_key)
+    classes = tuple(sorted(train_labels, key=_label_sort_key))
     index = {c: i for i, c in enumerate(classes)}
     dataset = _build_eval_dataset(manifest, data_cfg, ["train", eval_split])
     item_rows = np.asarray(dataset.item_rows, dtype=int)
@@ -360,14 +342,14 @@ def _probe_items(manifest: Any, data_cfg: DataConfig, eval_split: str, unit: str
             )
     subject = np.array([rows[i].subject for i in item_rows])
     units = {"item": np.arange(len(item_rows)), "scan": item_rows, "subject": subject}
-    return ProbeItems(
-        manifest=manifest,
+    return LabelledItems(
         dataset=dataset,
+        labels=np.array([index[rows[i].label] for i in item_rows]),
+        subjects=subject,
         classes=classes,
-        label=np.array([index[rows[i].label] for i in item_rows]),
-        subject=subject,
-        unit=units[unit],
-        is_train=np.array([rows[i].split == "train" for i in item_rows]),
+        splits=np.array([rows[i].split for i in item_rows]),
+        units=units[unit],
+        manifest=manifest,
     )
 
 
@@ -379,7 +361,7 @@ def _manifest_digest(manifest: Any) -> str:
 def _all_features(
     source: EncoderSource,
     methods: list[str],
-    items: ProbeItems,
+    items: LabelledItems,
     data_cfg: DataConfig,
     options: ProbeOptions,
     cache_dir: Path,
@@ -427,20 +409,20 @@ def _all_features(
     return features
 
 
-def _labelled_subset(items: ProbeItems, fraction: float, seed: int) -> np.ndarray:
+def _labelled_subset(items: LabelledItems, fraction: float, seed: int) -> np.ndarray:
     """Item indices of the labelled training subset for one fraction and seed."""
     train = np.flatnonzero(items.is_train)
-    return train[sample_label_fraction(items.label[train], items.subject[train], fraction, seed)]
+    return train[sample_label_fraction(items.labels[train], items.subjects[train], fraction, seed)]
 
 
-def _fit_linear(method: Method, chosen: np.ndarray, items: ProbeItems, features: dict[str, np.ndarray],
+def _fit_linear(method: Method, chosen: np.ndarray, items: LabelledItems, features: dict[str, np.ndarray],
                 source: EncoderSource, augment_cfg: AugmentConfig, options: ProbeOptions, seed: int) -> np.ndarray:
     """The linear probe on the method's features (on their principal components where ``method.pca``)."""
     x = features[method.features]
     model = fit_linear_probe(
         x[chosen],
-        items.label[chosen],
-        items.subject[chosen],
+        items.labels[chosen],
+        items.subjects[chosen],
         Cs=options.Cs,
         n_splits=options.cv_folds,
         pca_components=options.pca_components if method.pca else None,
@@ -450,15 +432,15 @@ def _fit_linear(method: Method, chosen: np.ndarray, items: ProbeItems, features:
     return predict_proba(model, x[~items.is_train], len(items.classes))
 
 
-def _fit_knn(method: Method, chosen: np.ndarray, items: ProbeItems, features: dict[str, np.ndarray],
+def _fit_knn(method: Method, chosen: np.ndarray, items: LabelledItems, features: dict[str, np.ndarray],
              source: EncoderSource, augment_cfg: AugmentConfig, options: ProbeOptions, seed: int) -> np.ndarray:
     """The kNN on the method's features."""
     x = features[method.features]
-    model = fit_knn_probe(x[chosen], items.label[chosen], k=options.knn_k)
+    model = fit_knn_probe(x[chosen], items.labels[chosen], k=options.knn_k)
     return predict_proba(model, x[~items.is_train], len(items.classes))
 
 
-def _fit_supervised(method: Method, chosen: np.ndarray, items: ProbeItems, features: dict[str, np.ndarray],
+def _fit_supervised(method: Method, chosen: np.ndarray, items: LabelledItems, features: dict[str, np.ndarray],
                     source: EncoderSource, augment_cfg: AugmentConfig, options: ProbeOptions, seed: int) -> np.ndarray:
     """The same architecture trained from scratch on the chosen items, with the pretraining views."""
     dataset, n_classes = items.dataset, len(items.classes)
@@ -466,7 +448,7 @@ def _fit_supervised(method: Method, chosen: np.ndarray, items: ProbeItems, featu
     device = resolve_device(options.device)
     augment = view_augmenter(augment_cfg, dataset.item_modalities, dataset.flip_axes, dataset.spatial_dims,
                              dataset.input_size)
-    model = train_supervised(backbone, feature_dim, dataset, chosen, items.label[chosen], n_classes,
+    model = train_supervised(backbone, feature_dim, dataset, chosen, items.labels[chosen], n_classes,
                              augment=augment, budget=options.supervised, device=device, seed=seed)
     proba = predict_supervised(model, dataset, np.flatnonzero(~items.is_train), batch_size=options.batch_size, device=device)
     return _full_proba(proba, n_classes)
@@ -509,7 +491,7 @@ def _settings(
     unit: str,
     methods: list[str],
     options: ProbeOptions,
-    items: ProbeItems,
+    items: LabelledItems,
 ) -> dict[str, Any]:
     return {
         "manifest": str(manifest),
@@ -520,8 +502,8 @@ def _settings(
         "seeds": seeds,
         "n_train_items": int(items.is_train.sum()),
         "n_eval_items": int((~items.is_train).sum()),
-        "n_train_subjects": int(len(np.unique(items.subject[items.is_train]))),
-        "n_eval_subjects": int(len(np.unique(items.subject[~items.is_train]))),
+        "n_train_subjects": int(len(np.unique(items.subjects[items.is_train]))),
+        "n_eval_subjects": int(len(np.unique(items.subjects[~items.is_train]))),
         "n_skipped_scans": len(getattr(items.dataset, "skipped", [])),
         "knn_k": options.knn_k,
         "Cs": list(options.Cs),

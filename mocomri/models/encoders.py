@@ -19,7 +19,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from mocomri.models.norm import NORMS, monai_norm, torchvision_norm_layer
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type-only: the config imports ENCODERS from here, so a run-time import would be a cycle
     from mocomri.config import ModelConfig
 
 
@@ -128,6 +128,7 @@ _REGISTRY: dict[str, tuple[_Builder, int]] = {
     "resnet34_3d": (_resnet_3d([3, 4, 6, 3]), 3),
 }
 
+# The config checks model.name against this tuple, so the module imports nothing of mocomri but norm (a leaf).
 ENCODERS: tuple[str, ...] = tuple(_REGISTRY)
 
 

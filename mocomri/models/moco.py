@@ -26,9 +26,8 @@ from mocomri.models.distributed import (
 from mocomri.models.momentum import momentum_update
 from mocomri.models.queue import KeyQueue
 from mocomri.models.norm import has_batch_norm
+from mocomri.models.shuffle_bn import resolve_shuffle_bn
 from mocomri.models.split_bn import convert_to_split_bn
-
-SHUFFLE_BN_MODES = ("auto", "ddp", "split", "none")
 
 
 class MoCoOutput(NamedTuple):
@@ -65,9 +64,10 @@ class MoCo(nn.Module):
         temperature: T in the MoCo paper (0.07 in v1, 0.2 in v2).
         mask_same_subject: drop queue entries from the query's own subject from its negatives
             (slices of one subject are not negatives of each other).
-        shuffle_bn: how BatchNorm is kept from leaking the positive (section 3.3 of the paper).
-            ``"ddp"``: shuffle the key batch across ranks; ``"split"``: on one device, BatchNorm
-            over ``bn_splits`` sub-batches in both branches (as in the official MoCo Colab demo)
+        shuffle_bn: one of :data:`mocomri.models.shuffle_bn.SHUFFLE_BN_MODES`, how BatchNorm
+            is kept from leaking the positive (section 3.3 of the paper). ``"ddp"``: shuffle
+            the key batch across ranks; ``"split"``: on one device, BatchNorm over
+            ``bn_splits`` sub-batches in both branches (as in the official MoCo Colab demo)
             and a shuffled key batch; ``"none"``: nothing; ``"auto"``: ``"none"`` for an
             encoder without BatchNorm (GroupNorm has no batch statistics to leak through), else
             ``"ddp"`` when torch.distributed is initialised with more than one process, else
@@ -100,12 +100,9 @@ class MoCo(nn.Module):
                 raise ValueError(f"{name}={value} must be positive")
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be positive")
-        if shuffle_bn not in SHUFFLE_BN_MODES:
-            raise ValueError(f"shuffle_bn={shuffle_bn!r} must be one of {SHUFFLE_BN_MODES}")
         batch_norm = has_batch_norm(base_encoder)
-        if shuffle_bn == "auto":
-            shuffle_bn = "none" if not batch_norm else "ddp" if is_dist() and world_size() > 1 else "split"
-        elif shuffle_bn != "none" and not batch_norm:
+        shuffle_bn = resolve_shuffle_bn(shuffle_bn, batch_norm, distributed=is_dist() and world_size() > 1)
+        if shuffle_bn != "none" and not batch_norm:  # an explicit "ddp" or "split": "auto" gave "none"
             warnings.warn(f"shuffle_bn={shuffle_bn!r}: the encoder has no BatchNorm (e.g. model.norm=group), so "
                           "there are no batch statistics to keep from leaking the positive and only the key "
                           "batch is shuffled (bn_splits is unused); 'auto' or 'none' skip the shuffle",

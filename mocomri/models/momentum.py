@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -71,6 +72,14 @@ def cosine_momentum(t: float, base: float) -> float:
     _check_unit("base", base)
     # 3) in between, a half cosine from base (t=0) to exactly 1 (t=1: cos(π) + 1 == 0.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * t) + 1.0) / 2.0
+
+
+# moco.momentum_schedule -> schedule(t, base). The config checks the key against this dict; the
+# module imports nothing of mocomri so that the config, the bottom layer, may import it.
+MOMENTUM_SCHEDULES: dict[str, Callable[[float, float], float]] = {
+    "constant": constant_momentum,
+    "cosine": cosine_momentum,
+}
 
 
 def _check_unit(name: str, value: float) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+# The config checks model.norm against this tuple, so the module imports nothing of mocomri.
 NORMS: tuple[str, ...] = ("batch", "group")
 
 

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from mocomri.config import Config
+from mocomri.eval.metrics import classification_metrics
 from mocomri.files import atomic_write, file_digest
 from mocomri.peft.arithmetic import add, analogy, check_compatible, negate
+from mocomri.peft.evaluate import module_proba
+from mocomri.peft.inputs import labelled_items, load_base
 from mocomri.peft.module_file import PEM, load_pem, save_pem
 from mocomri.peft.spec import PEMError
 
@@ -111,9 +114,6 @@ def compose_files(operation: str, modules: Sequence[str | Path], out: str | Path
 def _choose_on_validation(operation: str, pems: Sequence[PEM], encoder: str | Path,
                           val_manifests: Sequence[str | Path], config: Config | None, grid: Sequence[float],
                           device: str) -> tuple[float, list[dict]]:
-    from mocomri.eval.metrics import classification_metrics
-    from mocomri.peft.evaluate import module_proba
-    from mocomri.peft.inputs import labelled_items, load_base
 
     base = load_base(encoder, config)
     probe = compose(operation, pems, 0.5)  # the heads (and so the classes) do not depend on λ

@@ -9,9 +9,14 @@ import numpy as np
 import torch
 
 from mocomri.config import Config
+from mocomri.eval.bootstrap import bootstrap_metrics
+from mocomri.eval.features import extract_features
+from mocomri.eval.items import LabelledItems
+from mocomri.eval.metrics import classification_metrics
+from mocomri.files import file_digest
+from mocomri.peft.inputs import Base, labelled_items, load_base
 from mocomri.peft.merge import merged_encoder
-from mocomri.peft.inputs import Base, LabelledItems, labelled_items, load_base
-from mocomri.peft.module_file import PEM, Head
+from mocomri.peft.module_file import PEM, Head, load_pem
 from mocomri.peft.spec import PEMError
 
 
@@ -49,8 +54,6 @@ def predict_with(encoder: torch.nn.Module, head: Head, items: LabelledItems, bat
     Shape:
         returns: (N, K) in the order of ``head.labels``
     """
-    from mocomri.eval.features import extract_features
-
     features = torch.from_numpy(extract_features(encoder, items.dataset, batch_size=batch_size, device=device))  # (N, F)
     logits = features @ head.weight.T.float() + head.bias.float()  # (N, K)
     return torch.softmax(logits, dim=1).numpy()
@@ -58,13 +61,13 @@ def predict_with(encoder: torch.nn.Module, head: Head, items: LabelledItems, bat
 
 def module_proba(pem: PEM, base: Base, items: LabelledItems, *, batch_size: int = 64,
                  device: str = "auto") -> np.ndarray:
-    """The probabilities of the module's head for ``items``' classes, in ``items.label_names`` order.
+    """The probabilities of the module's head for ``items``' classes, in ``items.classes`` order.
 
     Shape:
-        returns: (N, K) with K = len(items.label_names)
+        returns: (N, K) with K = len(items.classes)
     """
-    head = head_for(pem, items.label_names)
-    order = [head.labels.index(name) for name in items.label_names]
+    head = head_for(pem, items.classes)
+    order = [head.labels.index(name) for name in items.classes]
     return predict(pem, base, head, items, batch_size, device)[:, order]
 
 
@@ -74,11 +77,8 @@ def score(items: LabelledItems, proba: np.ndarray, *, n_boot: int = 1000, seed: 
     The bootstrap resamples subjects (:func:`mocomri.eval.bootstrap.bootstrap_metrics`).
 
     Shape:
-        proba: (N, K) in ``items.label_names`` order
+        proba: (N, K) in ``items.classes`` order
     """
-    from mocomri.eval.bootstrap import bootstrap_metrics
-    from mocomri.eval.metrics import classification_metrics
-
     point = classification_metrics(items.labels, proba)
     ci = bootstrap_metrics(items.labels, proba, groups=items.subjects, n_boot=n_boot, seed=seed)
     return {m: {"value": point[m], "ci95": list(ci[m])} for m in point} | {"n_items": int(len(items.labels))}
@@ -93,13 +93,11 @@ def evaluate(pem: PEM, base: Base, items: LabelledItems, *, n_boot: int = 1000, 
 def evaluate_file(module: str | Path, encoder: str | Path, manifest: str | Path, *, split: str = "test",
                   config: Config | None = None, n_boot: int = 1000, device: str = "auto") -> dict[str, Any]:
     """:func:`evaluate` of a module file on a manifest split, with what it was evaluated on."""
-    from mocomri.files import file_digest
-    from mocomri.peft.module_file import load_pem
 
     pem = load_pem(module)
     base = load_base(encoder, config)
     head = head_for(pem) if len(pem.heads) == 1 else None
     items = labelled_items(manifest, base.config, split, head.labels if head else None)
     return {"module": str(module), "manifest": str(manifest), "manifest_sha1": file_digest(manifest),
-            "split": split, "classes": list(items.label_names),
+            "split": split, "classes": list(items.classes),
             "metrics": evaluate(pem, base, items, n_boot=n_boot, device=device)}

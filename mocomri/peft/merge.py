@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -18,8 +19,6 @@ def merged_encoder(pem: PEM, base_encoder: nn.Module) -> nn.Module:
     Raises:
         PEMError: ``base_encoder`` is not the module's base.
     """
-    import copy
-
     return PEMEncoder.from_pem(pem, copy.deepcopy(base_encoder)).merged()
 
 

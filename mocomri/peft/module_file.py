@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mocomri.files import atomic_path
@@ -31,7 +33,6 @@ class Head:
     Shape:
         weight: (K, F)  bias: (K,)  with K = len(labels)
     """
-
     labels: tuple[str, ...]
     weight: Tensor
     bias: Tensor
@@ -61,7 +62,6 @@ class PEM:
             operation, lambda, inputs).
         path: the file it was read from, for messages.
     """
-
     spec: PEMSpec
     layers: list[str]
     base: BaseEncoder
@@ -78,7 +78,6 @@ class PEM:
 
 def save_pem(pem: PEM, path: str | Path) -> Path:
     """Writes ``pem`` atomically to ``path`` (a safetensors file); returns the path."""
-    from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in pem.tensors.items()}
@@ -105,9 +104,6 @@ def load_pem(path: str | Path) -> PEM:
         FileNotFoundError: no such file.
         PEMError: the file is not a mocomri module file (the message names it).
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"module file not found: {path}")

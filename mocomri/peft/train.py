@@ -19,15 +19,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mocomri.config import Config
+from mocomri.data.datasets import build_pretrain_dataset
+from mocomri.data.manifest import read_manifest
+from mocomri.errors import DataError
+from mocomri.eval.features import extract_features, resolve_device
+from mocomri.eval.items import LabelledItems
+from mocomri.eval.probe import fit_linear_probe
 from mocomri.files import file_digest
+from mocomri.models import MoCo
 from mocomri.peft.encoder import PEMEncoder
-from mocomri.peft.inputs import LabelledItems, labelled_items, load_base
+from mocomri.peft.inputs import labelled_items, load_base
 from mocomri.peft.module_file import PEM, Head
 from mocomri.peft.spec import PEMSpec, default_targets
+from mocomri.train.finetune import endless_batches, fine_tune_ce, sampler_batches
+from mocomri.train.step import train_step
 
 OBJECTIVES = ("ce", "moco")
 HEAD_INITS = ("random", "probe")
@@ -66,8 +74,6 @@ def train_module(encoder: str | Path, manifest: str | Path, spec: PEMSpec, confi
         ValueError: an unknown objective or a bad target.
         DataError: the manifest has nothing to train on.
     """
-    from mocomri.eval.features import resolve_device
-
     options = options or TrainOptions()
     if options.objective not in OBJECTIVES:
         raise ValueError(f"objective={options.objective!r} must be one of {OBJECTIVES}")
@@ -96,46 +102,21 @@ def train_module(encoder: str | Path, manifest: str | Path, spec: PEMSpec, confi
     })
 
 
-def _batches(dataset, batch_size: int, seed: int, collate=None):
-    """Endless shuffled batches (the step budget, not epochs, ends training)."""
-    from torch.utils.data import DataLoader, RandomSampler
-
-    sampler = RandomSampler(dataset, replacement=True, num_samples=1 << 30,
-                            generator=torch.Generator().manual_seed(seed))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate)
-    return iter(loader)
-
-
 def _train_ce(wrapped: PEMEncoder, feature_dim: int, manifest: str | Path, config: Config,
               options: TrainOptions, device: torch.device) -> Head:
     items = labelled_items(manifest, config, "train")
     return train_ce(wrapped, wrapped.trainable_parameters(), feature_dim, items, options, device)
 
 
-def ce_step(model: nn.Module, head: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-            labels: torch.Tensor) -> torch.Tensor:
-    """One cross-entropy step of ``head(model(images))``: the step that module training and full
-    fine-tuning run and ``benchmarks/peft_cost.py`` times.
-
-    Shape:
-        images: (B, C, *S)  labels: (B,)  returns: () the loss, detached
-    """
-    logits = head(model(images))  # (B, K)
-    loss = F.cross_entropy(logits, labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 def train_ce(model: nn.Module, parameters: list[nn.Parameter], feature_dim: int, items: LabelledItems,
              options: TrainOptions, device: torch.device) -> Head:
     """Trains ``parameters`` of ``model`` and a new linear head with cross-entropy on ``items``.
 
-    The inputs are the evaluation dataset's deterministic ones (no augmentation); batches are
-    drawn with replacement, seeded by ``options.seed``, for ``options.steps`` steps. ``model``
-    is put in train mode (a :class:`PEMEncoder` keeps its BatchNorm in eval mode) and left in
-    eval mode. Module training passes the module's parameters, full fine-tuning all of them.
+    The fine-tuning loop (:func:`mocomri.train.finetune.fine_tune_ce`) at a constant learning rate,
+    on the evaluation dataset's deterministic inputs (no augmentation), batches drawn with
+    replacement by :func:`~mocomri.train.finetune.sampler_batches` seeded by ``options.seed``.
+    ``model`` is put in train mode (a :class:`PEMEncoder` keeps its BatchNorm in eval mode) and
+    left in eval mode. Module training passes the module's parameters, full fine-tuning all of them.
 
     With ``options.head_init="probe"`` the head starts as the linear probe fitted on ``model``'s
     features before training (:func:`probe_head`): LP-FT (Kumar et al., "Fine-tuning can distort
@@ -146,22 +127,16 @@ def train_ce(model: nn.Module, parameters: list[nn.Parameter], feature_dim: int,
     Returns:
         The head, on the CPU.
     """
-    labels = torch.as_tensor(items.labels)
-    head = nn.Linear(feature_dim, len(items.label_names)).to(device)
+    head = nn.Linear(feature_dim, len(items.classes)).to(device)
     if options.head_init == "probe":
         weight, bias = probe_head(model, items, seed=options.seed, device=device)
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_(bias)
-    optimizer = torch.optim.AdamW([*parameters, *head.parameters()], lr=options.lr, weight_decay=options.weight_decay)
-    indexed = _Indexed(items.dataset)
-    batches = _batches(indexed, min(options.batch_size, len(indexed)), options.seed)
-    model.train()
-    for _ in range(options.steps):
-        index, images = next(batches)  # images: (B, C, *S)
-        ce_step(model, head, optimizer, images.to(device), labels[index].to(device))
-    model.eval()
-    return Head(items.label_names, head.weight.detach().cpu(), head.bias.detach().cpu())
+    batches = sampler_batches(items.dataset, items.labels, min(options.batch_size, len(items.dataset)), options.seed)
+    fine_tune_ce(model, head, parameters, batches, steps=options.steps, lr=lambda step: options.lr,
+                 weight_decay=options.weight_decay, device=device)
+    return Head(items.classes, head.weight.detach().cpu(), head.bias.detach().cpu())
 
 
 def probe_head(model: nn.Module, items: LabelledItems, *, seed: int = 0,
@@ -180,11 +155,7 @@ def probe_head(model: nn.Module, items: LabelledItems, *, seed: int = 0,
     Shape:
         returns: weight (K, F), bias (K,), float32 on the CPU
     """
-    from mocomri.errors import DataError
-    from mocomri.eval.features import extract_features
-    from mocomri.eval.probe import fit_linear_probe
-
-    missing = sorted(set(items.label_names) - {items.label_names[i] for i in np.unique(items.labels)})
+    missing = sorted(set(items.classes) - {items.classes[i] for i in np.unique(items.labels)})
     if missing:
         raise DataError(f"head_init=probe: no training rows of class(es) {missing}; the probe has nothing to "
                         "start their head rows from")
@@ -198,25 +169,8 @@ def probe_head(model: nn.Module, items: LabelledItems, *, seed: int = 0,
     return (torch.as_tensor(coef, dtype=torch.float32), torch.as_tensor(intercept, dtype=torch.float32))
 
 
-class _Indexed(torch.utils.data.Dataset):
-    """(index, image) pairs of an evaluation dataset, so a batch finds its labels."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        return i, self.dataset[i]["image"]
-
-
 def _train_moco(wrapped: PEMEncoder, feature_dim: int, manifest: str | Path, config: Config,
                 options: TrainOptions, device: torch.device) -> None:
-    from mocomri.data.datasets import build_pretrain_dataset
-    from mocomri.data.manifest import read_manifest
-    from mocomri.models import MoCo
-    from mocomri.train.step import train_step
 
     dataset = build_pretrain_dataset(read_manifest(manifest), config.data, config.augment, config.data.pretrain_splits)
     batch_size = min(options.batch_size, len(dataset))
@@ -227,7 +181,7 @@ def _train_moco(wrapped: PEMEncoder, feature_dim: int, manifest: str | Path, con
     trainable = [p for p in moco.parameters() if p.requires_grad]  # the module and the projector
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    batches = _batches(dataset, batch_size, options.seed, collate=dataset.collate)
+    batches = endless_batches(dataset, batch_size, options.seed, collate=dataset.collate)
     moco.train()
     for _ in range(options.steps):
         batch = next(batches)

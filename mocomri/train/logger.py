@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from torch.utils.tensorboard import SummaryWriter
+
 
 class RunLogger:
     """Writes each record to ``metrics.jsonl`` and, when enabled, to TensorBoard under ``tb/``.
@@ -22,8 +24,6 @@ class RunLogger:
             return
         self.jsonl = open(Path(run_dir) / "metrics.jsonl", "a", buffering=1)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
 
     def log(self, step: int, values: dict[str, Any], kind: str = "train") -> None:

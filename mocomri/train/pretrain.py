@@ -27,7 +27,8 @@ from mocomri.data.datasets import build_pretrain_dataset
 from mocomri.data.manifest import Manifest, read_manifest
 from mocomri.errors import MocomriError
 from mocomri.files import file_digest
-from mocomri.models import MoCo, constant_momentum, cosine_momentum, encoder_from_config, spatial_dims_of
+from mocomri.models import MoCo, encoder_from_config, spatial_dims_of
+from mocomri.models.momentum import MOMENTUM_SCHEDULES
 from mocomri.train.checkpoint import (
     atomic_save,
     last_checkpoint,
@@ -42,9 +43,11 @@ from mocomri.train.masking import plan_masking
 from mocomri.train.guards import CollapsedRunError, CollapseGuard, NonFiniteGuard, NonFiniteLossError, kept_checkpoint
 from mocomri.train.log_window import LogWindow
 from mocomri.train.monitors import embedding_stats
+from mocomri.train.optimizer import build_optimizer
 from mocomri.train.runtime import (
     Runtime,
     init_distributed,
+    memory_format,
     seed_everything,
     select_channels_last,
     select_device,
@@ -52,8 +55,6 @@ from mocomri.train.runtime import (
 )
 from mocomri.train.sampler import ResumableSampler
 from mocomri.train.step import train_step
-
-MOMENTUM_SCHEDULES = {"constant": constant_momentum, "cosine": cosine_momentum}
 
 
 __all__ = ["CollapsedRunError", "Monitor", "MonitorFactory", "NonFiniteLossError", "PretrainResult", "build_loader",
@@ -94,15 +95,6 @@ def build_model(cfg: Config) -> MoCo:
         shuffle_bn=cfg.moco.shuffle_bn,
         bn_splits=cfg.moco.bn_splits,
     )
-
-
-def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optim.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.sgd_momentum, weight_decay=cfg.optim.weight_decay)
-    if cfg.optim.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    raise ValueError(f"optim.name={cfg.optim.name!r} must be 'sgd' or 'adamw'")
 
 
 def build_loader(dataset, cfg: Config, rt: Runtime) -> tuple[DataLoader, ResumableSampler]:
@@ -236,9 +228,7 @@ class _Inputs:
             )
         self.loader, self.sampler = build_loader(self.dataset, cfg, rt)
         self.steps_per_epoch = self.sampler.batches_per_epoch
-        self.memory_format = torch.contiguous_format
-        if rt.channels_last:
-            self.memory_format = torch.channels_last if spatial_dims_of(cfg.model.name) == 2 else torch.channels_last_3d
+        self.memory_format = memory_format(rt.channels_last, spatial_dims_of(cfg.model.name))
         self.batches = None
 
     def at(self, step: int, window: LogWindow) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

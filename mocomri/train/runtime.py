@@ -62,6 +62,12 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+# train.precision and train.channels_last: the config checks them against these tuples, which
+# is why this module imports nothing of mocomri (the config, the bottom layer, imports it).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+CHANNELS_LAST: tuple[str, ...] = ("auto", "true", "false")
+
+
 def select_precision(name: str, device: torch.device, spatial_dims: int = 2) -> str:
     """``auto``: bf16 on CUDA with bf16 support or on CPUs with native bf16, fp16 on older GPUs, else fp32.
 
@@ -70,8 +76,8 @@ def select_precision(name: str, device: torch.device, spatial_dims: int = 2) -> 
     EPYC), though the same convolution replayed alone on the saved tensors is finite; the 2D
     encoders train finite in bf16 (see BENCHMARKS.md).
     """
-    if name not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"train.precision={name!r} must be one of auto, fp32, bf16, fp16")
+    if name not in PRECISIONS:
+        raise ValueError(f"train.precision={name!r} must be one of {', '.join(PRECISIONS)}")
     if name == "fp16" and device.type != "cuda":
         raise ValueError("train.precision='fp16' needs CUDA (use bf16 or fp32 on the CPU)")
     if name != "auto":
@@ -88,11 +94,34 @@ def select_channels_last(setting: str, device: torch.device, spatial_dims: int) 
     BENCHMARKS.md): the 2D MoCo step is faster in channels-last, while the 3D ResNet-18 step
     showed no consistent gain, so 3D keeps the contiguous layout.
     """
-    if setting not in ("auto", "true", "false"):
-        raise ValueError(f"train.channels_last={setting!r} must be auto, true or false")
+    if setting not in CHANNELS_LAST:
+        choices = f"{', '.join(CHANNELS_LAST[:-1])} or {CHANNELS_LAST[-1]}"
+        raise ValueError(f"train.channels_last={setting!r} must be {choices}")
     if setting != "auto":
         return setting == "true"
     return spatial_dims == 2
+
+
+def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format:
+    """The layout of the model and its inputs: the one place a channels-last choice becomes one.
+
+    Args:
+        channels_last: the runtime's choice (``Runtime.channels_last``, from
+            :func:`select_channels_last`).
+        spatial_dims: 2 or 3: ``channels_last`` (N, H, W, C in memory) for 2D,
+            ``channels_last_3d`` (N, D, H, W, C) for 3D.
+
+    Returns:
+        That layout, or ``torch.contiguous_format`` where ``channels_last`` is False.
+
+    Raises:
+        ValueError: ``spatial_dims`` other than 2 or 3.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims={spatial_dims} must be 2 or 3")
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
 # mallopt(3) parameters, from glibc's <malloc.h>.

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from mocomri.config import Config
+from mocomri.eval.items import LabelledItems
 from mocomri.files import atomic_write, file_digest
-from mocomri.peft.inputs import Base, LabelledItems, labelled_items, load_base
+from mocomri.peft.inputs import Base, labelled_items, load_base
 from mocomri.peft.module_file import Head
 from mocomri.peft.train import TrainOptions, train_ce
 
@@ -43,13 +44,13 @@ def probe_proba(probe, base: Base, items: LabelledItems, *, device: str = "auto"
     """The probe's class probabilities of ``items`` (labelled with the classes the probe was fitted on).
 
     Shape:
-        returns: (N, K) in ``items.label_names`` order
+        returns: (N, K) in ``items.classes`` order
     """
     from mocomri.eval.features import extract_features
     from mocomri.eval.probe import predict_proba
 
     features = extract_features(base.encoder, items.dataset, device=device)  # (N, F)
-    return predict_proba(probe, features, len(items.label_names))
+    return predict_proba(probe, features, len(items.classes))
 
 
 @dataclass

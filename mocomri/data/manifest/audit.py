@@ -14,8 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tqdm import tqdm
+
+from mocomri.data.io import load_scan
 from mocomri.data.manifest.schema import SPLITS, Manifest, ManifestRow
 from mocomri.errors import DataError
+from mocomri.files import file_digest
 
 # A file in a later split that duplicates one in an earlier split is the later one's leak.
 SPLIT_ORDER = {"train": 0, "unlabeled": 1, "val": 2, "test": 3}
@@ -147,11 +151,6 @@ def audit(
     Returns:
         The :class:`AuditReport`; ``str(report)`` is the printable audit.
     """
-    from tqdm import tqdm
-
-    from mocomri.files import file_digest
-    from mocomri.data.io import load_scan
-
     load = load or load_scan
     rows: list[ManifestRow] = []
     unreadable: list[tuple[str, str]] = []

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from mocomri.data.io import file_kind, load_scan
 from mocomri.data.manifest.audit import AuditReport, _strip_scan_suffix, audit
 from mocomri.data.manifest.near_duplicates import (
     DEFAULT_THRESHOLD,
@@ -121,8 +123,6 @@ class BuildResult:
 
 def perceptual_hash(path: Path) -> int:
     """The 64-bit perceptual hash of a 2D image or a NIfTI volume (see :mod:`.near_duplicates`)."""
-    from mocomri.data.io import file_kind, load_scan
-
     if file_kind(path) == "image2d":
         return phash_2d(path)
     return phash_3d(load_scan(path).array)
@@ -179,10 +179,6 @@ def _near_duplicate_pass(root: Path, rows: list[ManifestRow], given: dict[str, i
                          unlabeled: bool, progress: bool) -> tuple[list[ManifestRow], NearDuplicateReport]:
     """Hashes every row, groups near-duplicates and, where the set has no patient ids, makes the
     groups its subjects (re-splitting split folders that the groups cross, unless kept)."""
-    from tqdm import tqdm
-
-    from mocomri.data.io import file_kind
-
     hashes, hashed, kinds, unhashed = [], [], [], []
     for row in tqdm(rows, desc="perceptual hash", unit="file", disable=not progress):
         try:

@@ -30,7 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import imagehash
 import numpy as np
+import scipy.fft
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from mocomri.errors import DataError
 
@@ -55,8 +60,6 @@ class PercolationError(DataError):
 
 def phash_2d(path: str | Path) -> int:
     """The 64-bit pHash of a 2D image file (any colour mode, converted to grey first)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             return phash_image(image)
@@ -66,9 +69,6 @@ def phash_2d(path: str | Path) -> int:
 
 def phash_image(image) -> int:
     """The 64-bit pHash of a PIL image, or of a 2D array (scaled to 0-255 grey over its range)."""
-    import imagehash
-    from PIL import Image
-
     if isinstance(image, np.ndarray):
         lo, hi = float(image.min()), float(image.max())
         image = Image.fromarray(np.uint8(np.round((image - lo) / max(hi - lo, 1e-12) * 255)))
@@ -81,13 +81,13 @@ def phash_3d(volume: np.ndarray) -> int:
     Args:
         volume: the scan, channel first, RAS. Shape: (C, X, Y, Z); channels are averaged.
     """
-    import scipy.fft
+    # local: only 3D hashes need torch, whose import is most of a manifest build's start-up
+    # (a 2D set, an audit and a read_manifest never load it)
     import torch
-    import torch.nn.functional as F
 
     grey = torch.as_tensor(np.asarray(volume, dtype=np.float32)).mean(0)
     grey = ((grey - grey.mean()) / grey.std().clamp_min(1e-6))[None, None]  # (1, 1, X, Y, Z); a rescaled copy hashes alike
-    small = F.interpolate(grey, size=(32, 32, 32), mode="trilinear", align_corners=False, antialias=False)[0, 0]
+    small = torch.nn.functional.interpolate(grey, size=(32, 32, 32), mode="trilinear", align_corners=False, antialias=False)[0, 0]
     low = scipy.fft.dctn(small.numpy().astype(np.float64), norm="ortho")[:4, :4, :4].ravel()
     return _pack(low > np.median(low))
 
@@ -156,9 +156,6 @@ class NearDuplicates:
     @classmethod
     def from_pairs(cls, pairs: np.ndarray, n: int) -> NearDuplicates:
         """The groups (connected components) of ``n`` scans joined by ``pairs`` rows ``(i, j, distance)``."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         _, group = connected_components(graph, directed=False)
         return cls(pairs, group)

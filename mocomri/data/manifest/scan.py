@@ -22,6 +22,9 @@ import csv
 import re
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+
 from mocomri.data.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES
 from mocomri.data.manifest.schema import ManifestRow
 from mocomri.errors import DataError
@@ -114,9 +117,6 @@ def _is_label_map_file(path: Path) -> bool:
         return True
     if guess_modality(path.name) != "unknown" or not path.name.lower().endswith(NIFTI_SUFFIXES):
         return False
-    import nibabel as nib
-    import numpy as np
-
     try:
         data = np.asanyarray(nib.load(path).dataobj)
     except Exception:  # unreadable: the audit reports it
