@@ -40,7 +40,7 @@ import yaml
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from mocomri.config import load_config
+from mocomri.config import load_config, resolve_config_path
 from mocomri.errors import ConfigError, MocomriError
 from mocomri.eval import ProbeOptions, run_probe
 from mocomri.eval.knn_monitor import KnnMonitor
@@ -80,9 +80,7 @@ class AblationSpec:
 
 def load_ablation(path: str | Path, out_dir: str | None = None) -> AblationSpec:
     """Reads and validates an ablation config; every cell's config is loaded once to check it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ablation config not found: {path}")
+    path = resolve_config_path(path)  # a file, else a shipped ablation (configs/ablation_*.yaml)
     tree = yaml.safe_load(path.read_text()) or {}
     unknown = set(tree) - ABLATION_KEYS
     if unknown:

@@ -29,6 +29,7 @@ from mocomri.models.shuffle_bn import SHUFFLE_BN_MODES
 from mocomri.train.optimizer import OPTIMIZERS
 from mocomri.train.runtime import CHANNELS_LAST, PRECISIONS
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs, installed with the package
 
 @dataclass
 class ModelConfig:
@@ -39,6 +40,11 @@ class ModelConfig:
     width: int = 64  # channels of the first stage; 64 is the standard ResNet, 16-32 suits a CPU
     norm: str = "batch"  # one of NORMS; "group" is GroupNorm: no dependence on the other items of a batch
     norm_groups: int = 8  # G of GroupNorm (arXiv:1803.08494); must divide width
+    # A run directory or an encoder.pt whose weights both backbones start from (a fresh run only:
+    # a resumed run restores its checkpoint); empty: random init. Not checked here, where every
+    # command reading a run's config.yaml would fail once the file moved: pretraining checks it
+    # (path and shapes) before it reads any data.
+    init: str = ""
 
     def validate(self) -> None:
         check.choice("model.name", self.name, ENCODERS)
@@ -298,13 +304,44 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     tree: dict[str, Any] = {}
     if path is not None:
-        tree = _read_yaml_with_base(Path(path))
+        tree = _read_yaml_with_base(resolve_config_path(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, text = item.split("=", 1)
         _set_dotted(tree, key.strip(), _parse_scalar(text))
-    return _build(Config, tree)
+    cfg = _build(Config, tree)
+    _check_overrides_take_effect(cfg, [item.split("=", 1)[0].strip() for item in overrides or []])
+    return cfg
+
+
+def _check_overrides_take_effect(cfg: Config, keys: list[str]) -> None:
+    """An override that another key of the config silently overrules is an error, not a no-op."""
+    if "train.epochs" in keys and "train.max_steps" not in keys and cfg.train.max_steps > 0:
+        raise ConfigError(f"train.epochs={cfg.train.epochs:g} has no effect: the config sets "
+                          f"train.max_steps={cfg.train.max_steps}, which wins; set train.max_steps instead, "
+                          "or add train.max_steps=0")
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file: ``path`` when it exists, else the packaged config of that name.
+
+    The shipped configs are installed with the package (``mocomri/configs/``; ``configs/`` in the
+    repository points there), so ``--config configs/demo.yaml`` or ``--config demo`` works from
+    any directory once mocomri is installed; a file of that name in the working directory wins.
+
+    Raises:
+        FileNotFoundError: neither exists; the message names the path and the packaged configs.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    packaged = PACKAGED_CONFIGS / name
+    if path.parent in (Path("."), Path("configs")) and packaged.is_file():
+        return packaged
+    shipped = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise FileNotFoundError(f"config file not found: {path} (shipped configs: {shipped})")
 
 
 def _read_yaml_with_base(path: Path) -> dict[str, Any]:
@@ -323,6 +360,65 @@ def _read_yaml_with_base(path: Path) -> dict[str, Any]:
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain Python containers (what checkpoints and run directories store)."""
     return dataclasses.asdict(cfg)
+
+
+# Keys that may differ between a run's checkpoint and the config that resumes it: none changes
+# what a step computes or which items it reads, so the resumed run is still the one its checkpoint
+# holds. Any other difference is another run, and resuming it is refused.
+CHANGES_ALLOWED_ON_RESUME = frozenset({
+    # The run directory itself, however it is spelt (relative, absolute, --out).
+    "train.out_dir",
+    # When to stop, not what a step does: a stopped run goes on with more time, or past a collapse
+    # stop (whose message says to resume with train.stop_on_collapse=false).
+    "train.time_budget_min",
+    "train.stop_on_collapse",
+    "train.collapse_spread",
+    "train.collapse_patience_steps",
+    # When checkpoints are written and how many stay on disk; the state they hold is the same.
+    "train.checkpoint_every_steps",
+    "train.keep_checkpoints",
+    # Where the steps run: a run may finish on another machine ("auto" already differs by machine).
+    "train.device",
+    "train.keep_freed_memory",
+    # Loader processes and the cache's place: a batch and its views are functions of the step's
+    # seeds, and cache entries are keyed by the source's digest and the preprocessing settings.
+    "data.num_workers",
+    "data.cache_dir",
+    # What is logged and shown, and how often. The kNN monitor reads the backbone in eval mode with
+    # its own generator. (log.knn_k and log.knn_max_items stay fixed: they define the logged kNN figure.)
+    "log.every_steps",
+    "log.tensorboard",
+    "log.progress",
+    "log.knn_monitor",
+    "log.knn_every_steps",
+})
+
+
+def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What makes ``now`` another run than ``before``: each key that differs outside
+    :data:`CHANGES_ALLOWED_ON_RESUME`, as ``"optim.lr: 0.03 -> 0.1"``, sorted by key.
+
+    Args:
+        before: a stored config (:func:`config_to_dict`, a checkpoint's or a ``config.yaml``);
+            a key it lacks (added since it was written) counts as its default.
+        now: the config to compare, as :func:`config_to_dict` gives it.
+    """
+    defaults = _flatten(config_to_dict(Config()))
+    old, new = defaults | _flatten(before), defaults | _flatten(now)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k) != new.get(k) and k not in CHANGES_ALLOWED_ON_RESUME)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; tuples as lists, as YAML reads them back."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def config_from_dict(tree: dict[str, Any]) -> Config:

@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 from sklearn.model_selection import StratifiedGroupKFold
 
-from mocomri.config import Config, config_to_dict
+from mocomri.config import Config, config_changes, config_to_dict
 from mocomri.data.manifest import Manifest, read_manifest, write_manifest
 from mocomri.errors import ConfigError, DataError
 from mocomri.eval.features import READ_OUTS
@@ -45,6 +45,7 @@ from mocomri.eval.metrics import classification_metrics
 from mocomri.eval.report import difference_title, format_cell, format_difference, method_title, write_report
 from mocomri.eval.runner import PAIRED, ProbeOptions, collect_probe_runs, fraction_key, probe_metrics
 from mocomri.eval.scoring import paired_difference, summarise
+from mocomri.eval.tasks import CLASSIFICATION, choose_task
 from mocomri.train.pretrain import pretrain
 
 
@@ -174,6 +175,7 @@ def run_crossfit(
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or ProbeOptions()
     main = read_manifest(manifest)
+    _check_classification(main, options.task, str(manifest))  # folds are stratified by class
     fold_of = assign_folds(main, folds, fold_seed)
     _write_folds(out_dir / "folds.csv", fold_of)
     all_tasks: dict[str, Manifest] = {"": main}
@@ -186,6 +188,7 @@ def run_crossfit(
                             "(unlabelled there, so they are pretraining data in every fold)")
         all_tasks[name] = task_manifest
         sources[name] = str(path)
+        _check_classification(task_manifest, options.task, str(path))
     fold_list = [
         Fold(k, sorted(s for s, f in fold_of.items() if f == k), out_dir / f"fold{k}") for k in range(folds)
     ]
@@ -314,18 +317,23 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _check_classification(manifest: Manifest, requested: str, source: str) -> None:
+    """Cross-fitting pools class probabilities across folds: a regression target is refused up front."""
+    task = choose_task([r.label for r in manifest.rows if r.label], requested, source)
+    if task.name != CLASSIFICATION:
+        raise ConfigError(f"{source}: crossfit pools classification probes, and these labels are a regression "
+                          f"({task.reason}); probe one split with `mocomri probe`, or bin the target into classes")
+
+
 def _check_same_config(fold: Fold, cfg: Config) -> None:
     """A fold directory that holds a run of another config is an error, not a run to reuse."""
     saved = fold.run_dir / "config.yaml"
     if not saved.is_file():
         return
-    # What shapes the encoder; logging and worker counts may change between invocations.
-    ignored = {"log", "data.num_workers"}
-    before, now = _flatten(yaml.safe_load(saved.read_text()) or {}), _flatten(config_to_dict(cfg))
-    changed = sorted(k for k in before.keys() | now.keys()
-                     if before.get(k) != now.get(k) and not any(k == i or k.startswith(i + ".") for i in ignored))
+    # The keys a resumed pretraining run may change (logging, workers...) may change here too.
+    changed = config_changes(yaml.safe_load(saved.read_text()) or {}, config_to_dict(cfg))
     if changed:
-        shown = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        shown = "; ".join(changed[:4])
         raise ConfigError(f"{fold.run_dir} was pretrained with another config ({shown}); "
                           "use another --out, or delete the fold to pretrain it again")
 
@@ -333,16 +341,6 @@ def _check_same_config(fold: Fold, cfg: Config) -> None:
 def _suffix(task: str, features: str) -> str:
     """``_<task>`` for another task, ``_<features>`` for a read-out other than the pooled output."""
     return (f"_{task}" if task else "") + ("" if features == "pooled" else f"_{features}")
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= _flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 def _finished(run_dir: Path) -> bool:

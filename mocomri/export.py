@@ -230,9 +230,12 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
         card["probe"] = {
             "report": str(metrics_path),
             "unit": metrics.get("settings", {}).get("unit"),
-            "accuracy": {method: {fraction: {"mean": m["accuracy"]["mean"], "std": m["accuracy"]["std"],
-                                             "ci95": m["accuracy"]["ci"]} for fraction, m in per.items()}
-                         for method, per in metrics["methods"].items()},
+            "task": (metrics.get("task") or {}).get("name", "classification"),
+            # every metric the probe scored (accuracy ...; MAE, R² for a regression), with its CI
+            **{name: {method: {fraction: {"mean": m[name]["mean"], "std": m[name]["std"], "ci95": m[name]["ci"]}
+                               for fraction, m in per.items()}
+                      for method, per in metrics["methods"].items()}
+               for name in _metric_names(metrics)},
         }
         table = format_table(metrics)
     (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
@@ -258,3 +261,9 @@ def write_model_card(run_dir: Path, cfg: Config, fmt: str, out: Path, loading: s
 
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export_run", "write_model_card"]
+
+
+def _metric_names(metrics: dict) -> list[str]:
+    """The metrics of a probe's ``metrics.json`` that carry a mean and a CI, in its order."""
+    first = next(iter(next(iter(metrics["methods"].values())).values()))
+    return [name for name, value in first.items() if isinstance(value, dict) and {"mean", "std", "ci"} <= set(value)]

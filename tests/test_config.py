@@ -89,6 +89,33 @@ def test_config_dict__round_trip():
     assert again.data.spacing == [2.0, 2.0, 2.0]
 
 
+def test_config_changes__names_each_key_that_makes_another_run_with_both_values():
+    before = config_to_dict(load_config(None, ["optim.lr=0.03", "augment.families={flair: {noise_std: 0.05}}"]))
+    now = config_to_dict(load_config(None, ["optim.lr=0.1", "moco.momentum=0.9", "data.spacing=[2.0, 2.0, 2.0]"]))
+    assert mocomri.config.config_changes(before, now) == [
+        "augment.families.flair.noise_std: 0.05 -> None",
+        "data.spacing: None -> [2.0, 2.0, 2.0]",
+        "moco.momentum: 0.99 -> 0.9",
+        "optim.lr: 0.03 -> 0.1",
+    ]
+
+
+def test_config_changes__keys_that_change_no_step_and_keys_added_since_are_no_change():
+    stored = config_to_dict(load_config(None, []))
+    del stored["model"]["init"]  # a config.yaml written before the key existed: its default
+    harmless = [f"{key}={value}" for key, value in [
+        ("train.out_dir", "elsewhere"), ("train.time_budget_min", 5), ("train.stop_on_collapse", "false"),
+        ("train.collapse_spread", 0.1), ("train.collapse_patience_steps", 9), ("train.checkpoint_every_steps", 7),
+        ("train.keep_checkpoints", 5), ("train.device", "cpu"), ("train.keep_freed_memory", "false"),
+        ("data.num_workers", 7), ("data.cache_dir", "elsewhere"), ("log.every_steps", 3),
+        ("log.tensorboard", "false"), ("log.progress", "false"), ("log.knn_monitor", "false"),
+        ("log.knn_every_steps", 3)]]
+    assert {k.split("=")[0] for k in harmless} == mocomri.config.CHANGES_ALLOWED_ON_RESUME
+    assert mocomri.config.config_changes(stored, config_to_dict(load_config(None, harmless))) == []
+    # the kNN figure's definition is not among them
+    assert mocomri.config.config_changes(stored, config_to_dict(load_config(None, ["log.knn_k=5"]))) == ["log.knn_k: 20 -> 5"]
+
+
 def test_shipped_configs__all_load():
     from pathlib import Path
 
@@ -302,3 +329,21 @@ def test_config__imports_at_the_top_only_modules_that_never_import_config():
     code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('mocomri.config' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_load_config__an_override_that_max_steps_overrules_is_an_error() -> None:
+    # demo.yaml sets train.max_steps, which wins over train.epochs: the override would do nothing
+    with pytest.raises(ConfigError, match=r"train.epochs=20 has no effect: the config sets train.max_steps=1600"):
+        load_config("configs/demo.yaml", ["train.epochs=20"])
+    assert load_config("configs/demo.yaml", ["train.epochs=20", "train.max_steps=0"]).train.epochs == 20
+
+
+def test_load_config__shipped_configs_are_found_from_any_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the packaged copies answer
+    assert load_config("configs/brain_tumor_cpu.yaml").train.epochs == 200
+    assert load_config("brain_tumor_gpu").train.batch_size == 256  # by name; base: resolves beside it
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "brain_tumor_cpu.yaml").write_text("train:\n  epochs: 3\n")
+    assert load_config("configs/brain_tumor_cpu.yaml").train.epochs == 3  # a local file wins
+    with pytest.raises(FileNotFoundError, match=r"config file not found: elsewhere/demo.yaml \(shipped configs: .*demo"):
+        load_config("elsewhere/demo.yaml")

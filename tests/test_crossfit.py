@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from mocomri.data.manifest import Manifest, ManifestRow, read_manifest
-from mocomri.errors import DataError
-from mocomri.crossfit import assign_folds, fold_manifest, pool_scores
+from mocomri.config import Config
+from mocomri.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
+from mocomri.errors import ConfigError, DataError
+from mocomri.crossfit import assign_folds, fold_manifest, pool_scores, run_crossfit
 
 
 def _manifest(n_subjects: int = 20, scans: int = 2) -> Manifest:
@@ -140,3 +141,12 @@ def test_crossfit_command__pools_every_subject_and_resumes(tmp_path, labelled_ma
     # Another config into the same --out is refused, naming the key, not silently reused.
     assert cli_main([*argv, "moco.temperature=0.5"]) == 2
     assert "moco.temperature: 0.2 -> 0.5" in capsys.readouterr().err
+
+
+def test_crossfit__a_numeric_target_is_refused_before_any_fold_runs(tmp_path) -> None:
+    rows = [ManifestRow(f"s{i}.nii.gz", f"sub-{i:02d}", "", "T1w", str(20 + i), "train", f"{i:040x}") for i in range(12)]
+    manifest = tmp_path / "ages.csv"
+    write_manifest(Manifest(tmp_path, rows), manifest)
+    with pytest.raises(ConfigError, match=r"crossfit pools classification probes, and these labels are a regression"):
+        run_crossfit(Config(), manifest, folds=3, out_dir=tmp_path / "cv")
+    assert not (tmp_path / "cv" / "fold0").exists()

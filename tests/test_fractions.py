@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mocomri.eval.fractions import sample_label_fraction
+from mocomri.eval.fractions import sample_label_fraction, sample_target_fraction, target_bins
 
 
 def _cohort(subjects_per_class: dict[int, int], items_per_subject: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -68,3 +68,24 @@ def test_sample_label_fraction__rejects_fraction_outside_unit_interval(fraction:
     labels, groups = _cohort({0: 2, 1: 2})
     with pytest.raises(ValueError, match=f"label fraction {fraction} must be in"):
         sample_label_fraction(labels, groups, fraction, seed=0)
+
+
+def test_target_bins__quintiles_of_the_subjects_mean_targets() -> None:
+    targets = np.repeat(np.arange(10.0), 3)  # 10 subjects, 3 items each, targets 0..9
+    groups = np.repeat(np.arange(10), 3)
+    bins = target_bins(targets, groups)
+    np.testing.assert_array_equal(bins, np.repeat([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], 3))
+
+
+def test_sample_target_fraction__spans_the_target_range_with_whole_subjects() -> None:
+    rng = np.random.default_rng(0)
+    subject_target = rng.uniform(20, 80, size=50)
+    groups = np.repeat(np.arange(50), 4)
+    targets = subject_target[groups]
+    for seed in range(5):
+        chosen = sample_target_fraction(targets, groups, 0.1, seed)
+        picked = np.unique(groups[chosen])
+        assert len(picked) == 5  # one subject per quintile
+        np.testing.assert_array_equal(np.sort(chosen), np.flatnonzero(np.isin(groups, picked)))
+        quintile = np.searchsorted(np.quantile(subject_target, [0.2, 0.4, 0.6, 0.8]), subject_target[picked])
+        assert sorted(quintile) == [0, 1, 2, 3, 4]

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from mocomri.cli import main
+from mocomri.cli import build_parser, main
 from mocomri.config import Config, ModelConfig, save_config
 from mocomri.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from mocomri.data.settings import DataConfig
@@ -179,6 +179,26 @@ def test_peft_cli__incompatible_modules_are_a_readable_error(cohort: tuple[Path,
     assert main(["peft", "compose", "--add", str(tmp_path / "a.st"), str(tmp_path / "b.st"), "--lambda", "0.5",
                  "--out", str(tmp_path / "ab.st")]) == 2
     assert "their rank differs (2 vs 3)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["peft", "train", "--manifest", "m.csv", "--out", "a.st"],
+    ["peft", "eval", "a.st", "--manifest", "m.csv"],
+    ["peft", "merge", "a.st", "--out", "merged.pt"],
+])
+def test_peft_cli__without_encoder_is_a_usage_error_not_a_random_encoder(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "the following arguments are required: --encoder" in capsys.readouterr().err
+
+
+def test_peft_cli__random_encoder_is_asked_for_by_name_and_compose_needs_none() -> None:
+    args, _ = build_parser().parse_known_args(["peft", "train", "--encoder", "random", "--manifest", "m.csv", "--out", "a.st"])
+    assert args.encoder == "random"
+    # composition with a given λ is arithmetic on the modules alone
+    args, _ = build_parser().parse_known_args(["peft", "compose", "--negate", "a.st", "--lambda", "1", "--out", "b.st"])
+    assert args.encoder is None
 
 
 def test_train_module__moco_objective_trains_only_the_module(cohort: tuple[Path, Path]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import yaml
 
 from mocomri.cli import main as cli_main
 from mocomri.config import load_config
+from mocomri.files import file_digest
 from mocomri.train.logger import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -300,3 +302,96 @@ def test_pretrain__collapse_with_stop_on_collapse_false_warns_and_runs_to_the_en
     assert _checkpoint_steps(run) == [4, 8]
     out = capsys.readouterr()
     assert (out.out + out.err).count("the embeddings are collapsing") == 4  # log steps 2, 4, 6, 8
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cohort_manifest) -> Path:
+    """A finished 4-step run (optim.lr=0.03) in ``run/``, beside the ``cfg.yaml`` it ran."""
+    root = tmp_path_factory.mktemp("finished")
+    assert cli_main(["pretrain", "--config", str(tiny_config(root, cohort_manifest, train__max_steps=4, optim__lr=0.03))]) == 0
+    return root
+
+
+def _copy_of(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The finished run's config and a copy of its run directory (each test changes its own)."""
+    shutil.copytree(finished_run / "run", tmp_path / "run")
+    return finished_run / "cfg.yaml", tmp_path / "run"
+
+
+def _files(run: Path) -> dict[Path, bytes]:
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_pretrain__resume_under_another_config_is_refused_naming_the_changes_and_changes_nothing(finished_run, tmp_path, capsys):
+    cfg, run = _copy_of(finished_run, tmp_path)
+    before = _files(run)
+    capsys.readouterr()
+    assert cli_main(["pretrain", "--config", str(cfg), "--out", str(run), "optim.lr=0.1", "moco.momentum=0.9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"mocomri pretrain: error: {run} was pretrained with another config "
+                          "(moco.momentum: 0.99 -> 0.9; optim.lr: 0.03 -> 0.1); --no-resume starts it over")
+    assert _files(run) == before  # config.yaml, checkpoints, metrics, TensorBoard: byte for byte, no file added
+
+
+def test_pretrain__resume_allows_keys_that_change_no_step(finished_run, tmp_path, capsys):
+    cfg, run = _copy_of(finished_run, tmp_path)  # the run directory moved too: train.out_dir differs
+    checkpoint = (run / "checkpoints" / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert cli_main(["pretrain", "--config", str(cfg), "--out", str(run), "log.every_steps=1", "train.time_budget_min=60",
+                     "train.keep_checkpoints=3", "train.stop_on_collapse=false"]) == 0
+    assert f"resuming from {run / 'checkpoints' / 'last.pt'} at step 4/4" in capsys.readouterr().out
+    assert (run / "checkpoints" / "last.pt").read_bytes() == checkpoint
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["log"]["every_steps"] == 1 and saved["train"]["out_dir"] == str(run)
+
+
+def test_pretrain__no_resume_starts_over_with_the_previous_run_moved_aside(finished_run, tmp_path):
+    cfg, run = _copy_of(finished_run, tmp_path)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert cli_main(["pretrain", "--config", str(cfg), "--out", str(run), "--no-resume", "optim.lr=0.1",
+                     "train.max_steps=2", "train.checkpoint_every_steps=2"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_00000002.pt"]
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] == 2 and last["config"]["optim"]["lr"] == 0.1
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl", kind="train")] == [2]  # not the old run's 4
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"] == 0.1
+    (aside,) = (run / "previous").iterdir()  # nothing of the earlier run is lost
+    moved = {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*") if p.is_file()}
+    assert moved == {k: v for k, v in before.items() if k in moved} and len(moved) >= 5
+    assert Path("checkpoints/last.pt") in moved and Path("config.yaml") in moved
+
+
+def test_pretrain__model_init_starts_a_fresh_run_from_a_run_and_a_resumed_run_from_its_checkpoint(finished_run, tmp_path, cohort_manifest):
+    source = tmp_path / "source"
+    shutil.copytree(finished_run / "run", source)
+    cfg = tiny_config(tmp_path, cohort_manifest, train__max_steps=2, optim__lr=1e-6)
+    argv = ["pretrain", "--config", str(cfg), f"model.init={source}"]
+    assert cli_main(argv) == 0
+    run = tmp_path / "run"
+    start, end = (torch.load(d / "encoder.pt", weights_only=True) for d in (source, run))
+    torch.testing.assert_close(end["conv1.weight"], start["conv1.weight"], rtol=0, atol=1e-4)  # lr 1e-6: barely moved
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init"] == str(source)
+    digest = file_digest(source / "encoder.pt")
+    assert json.loads((run / "summary.json").read_text())["init_sha1"] == digest
+
+    shutil.rmtree(source)  # a resumed run reads its checkpoint, never model.init again
+    assert cli_main(argv) == 0
+    assert json.loads((run / "summary.json").read_text())["init_sha1"] == digest
+
+
+@pytest.mark.parametrize("override, message", [
+    (["model.width=16"], "encoder.pt does not fit model.name=resnet18 width=16 in_channels=1 norm=batch: "
+                         "conv1.weight is (8, 1, 7, 7) in the file but (16, 1, 7, 7) in the model"),
+    (["model.init=nowhere"], "model.init=nowhere: encoder weights not found: nowhere"),
+])
+def test_pretrain__model_init_that_does_not_fit_or_is_missing_is_one_line_and_writes_nothing(
+        override, message, finished_run, tmp_path, cohort_manifest, capsys):
+    cfg = tiny_config(tmp_path, cohort_manifest)
+    capsys.readouterr()
+    assert cli_main(["pretrain", "--config", str(cfg), f"model.init={finished_run / 'run'}", *override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mocomri.config import PACKAGED_CONFIGS
     from mocomri.data.manifest import build_manifest, write_manifest
     from mocomri.data.synthetic import make_cohort
     from mocomri.eval import format_table, run_probe
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     cohort, manifest = out / "cohort", out / "manifest.csv"
-    default_config = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    default_config = PACKAGED_CONFIGS / "demo.yaml"
     if not (cohort / "participants.tsv").is_file():
         print(f"[1/4] writing a synthetic cohort of {args.subjects} subjects to {cohort}")
         make_cohort(cohort, subjects=args.subjects, modalities=tuple(args.modalities.split(",")), seed=0)

@@ -33,8 +33,12 @@ def _patterns(text: str) -> list[str]:
     return patterns
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoder", help="the base encoder: a pretraining run directory, an encoder.pt, or 'random'")
+def _common(p: argparse.ArgumentParser, encoder_required: bool = True) -> None:
+    # Required wherever a module meets its encoder: a random base is asked for by name
+    # ("--encoder random"), never got by leaving the option out.
+    p.add_argument("--encoder", required=encoder_required,
+                   help="the base encoder: a pretraining run directory, an encoder.pt, or 'random'"
+                   + ("" if encoder_required else " (needed only to choose λ on --val)"))
     add_config_arguments(p, help="YAML config for the data settings and the architecture (default: the run's "
                          "config.yaml; for 'random' or a bare encoder.pt, the defaults)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -70,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_train)
 
     c = sub.add_parser("compose", help="add, negate or take an analogy of modules; writes a module and a report")
-    _common(c)
+    _common(c, encoder_required=False)  # composition is arithmetic on the modules' tensors alone
     op = c.add_mutually_exclusive_group(required=True)
     op.add_argument("--add", nargs=2, metavar=("A", "B"), help="λ·A ⊕ (1-λ)·B")
     op.add_argument("--negate", nargs=1, metavar="A", help="-A")
@@ -111,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
     spec = PEMSpec(args.kind, tuple(args.targets), rank=args.rank, alpha=args.alpha, init=args.init, seed=args.init_seed)
     options = TrainOptions(objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            seed=args.seed, head_init=args.head_init, device=args.device)
-    pem = train_module(args.encoder or "random", args.manifest, spec, config, options)
+    pem = train_module(args.encoder, args.manifest, spec, config, options)
     path = save_pem(pem, args.out)
     print(f"wrote {path}: {pem.spec.kind} on {len(pem.layers)} layers, objective {args.objective}, "
           f"{sum(t.numel() for t in pem.tensors.values())} module parameters")
@@ -137,8 +141,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from mocomri.files import atomic_write
     from mocomri.peft.evaluate import evaluate_file
 
-    if not args.encoder:
-        raise SystemExit("mocomri peft eval: --encoder is required")
     config = load_encoder_config(args, args.encoder)
     result = evaluate_file(args.module, args.encoder, args.manifest, split=args.split, config=config,
                            n_boot=args.n_boot, device=args.device)
@@ -155,8 +157,6 @@ def run_merge(args: argparse.Namespace) -> int:
     from mocomri.peft.inputs import load_base
     from mocomri.peft.merge import save_merged
 
-    if not args.encoder:
-        raise SystemExit("mocomri peft merge: --encoder is required (the module's base encoder)")
     config = load_encoder_config(args, args.encoder)
     pem = load_pem(args.module)
     path = save_merged(pem, load_base(args.encoder, config).encoder, args.out)

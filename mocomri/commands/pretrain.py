@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="continue from the run directory's last checkpoint when there is one (default: yes)",
+        help="continue from the run directory's last checkpoint when there is one, refusing a config that "
+        "changes what a step computes (default: yes); --no-resume starts over, moving the previous run's files to RUN_DIR/previous/",
     )
     p.set_defaults(func=run)
 

@@ -1,4 +1,9 @@
-"""``mocomri probe``: linear probe and kNN of a frozen encoder against its baselines, with a report."""
+"""``mocomri probe``: linear probe and kNN of a frozen encoder against its baselines, with a report;
+``--finetune`` adds the encoder fine-tuned end to end beside the same training from random init.
+
+A numeric label with more than 10 distinct values is a regression target (ridge and kNN
+regression, MAE and R²); ``--task`` overrides the rule (:mod:`mocomri.eval.tasks`).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "probe",
         help="linear probe / kNN of a frozen encoder, with baselines and a report",
         description="Probe a frozen encoder at several label fractions, beside the random-init "
-        "encoder, raw pixels and (with --supervised) training from scratch; writes report.md, "
+        "encoder, raw pixels and (with --supervised) training from scratch; with --finetune, also "
+        "fine-tune the encoder end to end beside the same training from random init; writes report.md, "
         "metrics.json and plots.",
     )
     p.add_argument("--encoder", required=True, help="a pretraining run directory, an encoder.pt, or 'random'")
@@ -38,9 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what one prediction is: an item (a slice or image; 'slice' is an alias), "
                    "a scan (its slices averaged) or a subject (default scan)")
     p.add_argument("--eval-split", choices=["test", "val"], default="test", help="split to evaluate on")
+    p.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
+                   help="classification (one class per label) or regression (the label as a number: ridge and "
+                   "kNN regression, MAE and R²); auto (default): regression when every label is a finite number "
+                   "and there are more than 10 distinct values, else classification")
     p.add_argument("--supervised", action="store_true",
                    help="also train the architecture from scratch on each labelled subset")
-    p.add_argument("--supervised-steps", type=int, default=200, help="step budget of --supervised")
+    p.add_argument("--finetune", action="store_true",
+                   help="also fine-tune the encoder and a new linear head end to end on each labelled subset "
+                   "(classification only); implies --supervised, the same training from random init")
+    # One budget for both: a fine-tuned encoder is only comparable with a scratch run of the same length.
+    p.add_argument("--finetune-steps", "--supervised-steps", dest="finetune_steps", type=int, default=200,
+                   help="step budget of --finetune and --supervised (default 200; --supervised-steps is the "
+                   "same flag under its older name)")
     p.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
     p.add_argument("--intensity-stats", action="store_true",
                    help="also probe each image's intensity statistics (mean, std, percentiles)")
@@ -59,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocomri.eval import ProbeOptions, format_table, run_probe
+    from mocomri.eval import ProbeOptions, format_table, format_task, run_probe
     from mocomri.eval.baselines import SupervisedBudget
 
     cfg = load_encoder_config(args, args.encoder)
@@ -70,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         baselines.append("intensity_stats")
     if args.supervised:
         baselines.append("supervised")
+    if args.finetune:
+        baselines.append("finetune")
     options = ProbeOptions(
         eval_split=args.eval_split,
         knn_k=args.knn_k,
@@ -79,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         batch_size=args.batch_size,
         features=args.features,
-        supervised=SupervisedBudget(steps=args.supervised_steps),
+        task=args.task,
+        supervised=SupervisedBudget(steps=args.finetune_steps),
         config_source=config_source(args, args.encoder),
     )
     metrics = run_probe(
@@ -93,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         unit=args.unit,
         options=options,
     )
+    print(format_task(metrics))
     print(format_table(metrics))
     if metrics["leakage"]["findings"]:
         print(f"warning: evaluated with {len(metrics['leakage']['findings'])} leakage finding(s) allowed")

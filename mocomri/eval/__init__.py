@@ -5,7 +5,7 @@ The entry point is :func:`run_probe`; :func:`format_table` prints its headline n
 
 from __future__ import annotations
 
-from mocomri.eval.report import format_table
+from mocomri.eval.report import format_table, format_task
 from mocomri.eval.runner import ProbeOptions, run_probe
 
-__all__ = ["ProbeOptions", "format_table", "run_probe"]
+__all__ = ["ProbeOptions", "format_table", "format_task", "run_probe"]

@@ -11,6 +11,8 @@ supervised from scratch.
   a linear head on the same labelled fraction, with the same augmentations as pretraining
   (:class:`mocomri.augment.BatchViews` applied to batches of the evaluation input) and a fixed step budget (AdamW,
   warm-up + cosine). It tells whether pretraining beats simply training on the labels one has.
+  The same training started from the pretrained weights is fine-tuning (``mocomri probe
+  --finetune``), reported paired with this one.
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def train_supervised(
     rate and a random head.
 
     Args:
-        backbone: a freshly initialised encoder returning pooled features.
+        backbone: an encoder returning pooled features, freshly initialised (supervised from
+            scratch) or pretrained (fine-tuning); trained in place.
         feature_dim: F, the backbone's output width.
         dataset: items are dicts with an ``"image"`` tensor.
         indices: the labelled items to train on.

@@ -7,13 +7,16 @@ operations (see :func:`mocomri.eval.metrics.weighted_metrics`) instead of a Pyth
 With ``groups`` the bootstrap resamples whole groups (subjects) rather than items: slices and
 scans of one subject are correlated, and resampling them independently would make the interval
 too narrow (a cluster bootstrap; Field & Welsh 2007).
+
+The metrics are those of a task (:data:`~mocomri.eval.tasks.METRIC_SETS`): classification by
+default, regression (MAE, RMSE, R²) with ``metric_set=METRIC_SETS["regression"]``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mocomri.eval.metrics import METRICS, weighted_metrics
+from mocomri.eval.tasks import CLASSIFICATION, METRIC_SETS, MetricSet
 
 
 def resample_weights(
@@ -66,29 +69,31 @@ def bootstrap_metrics(
     confidence: float = 0.95,
     seed: int = 0,
     chunk: int = 250,
+    metric_set: MetricSet = METRIC_SETS[CLASSIFICATION],
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of every metric in :data:`~mocomri.eval.metrics.METRICS`.
+    """Percentile bootstrap intervals of every metric of ``metric_set`` (classification's by default).
 
     With a stack of predictions (several classifiers scored on the same test items, e.g. one per
     label-fraction draw), each resample scores every classifier on the same drawn items and
     averages: the interval is that of the mean over the stack, the figure reported beside it.
 
     Args:
-        y_true: integer class indices.
-        proba: predicted class probabilities, or a stack of them.
+        y_true: integer class indices (regression: the targets).
+        proba: predicted class probabilities, or a stack of them (regression: predicted values).
         groups: optional subject per item, for a cluster bootstrap.
         n_boot: number of resamples.
         confidence: coverage of the interval (0.95 gives the 2.5th and 97.5th percentiles).
         seed: seeds the resampling.
         chunk: resamples evaluated at once (bounds memory to ``chunk * N`` weights).
+        metric_set: the task's metrics.
 
     Returns:
         ``{metric: (low, high)}``.
 
     Shape:
-        y_true: (N,)  proba: (N, K) or (S, N, K)  groups: (N,)
+        y_true: (N,)  proba: (N, K) or (S, N, K); regression (N,) or (S, N)  groups: (N,)
     """
-    samples = _resampled_means(y_true, [proba], groups, n_boot, seed, chunk)
+    samples = _resampled_means(y_true, [proba], groups, n_boot, seed, chunk, metric_set)
     return {m: percentile_interval(v[0], confidence) for m, v in samples.items()}
 
 
@@ -102,6 +107,7 @@ def bootstrap_difference(
     confidence: float = 0.95,
     seed: int = 0,
     chunk: int = 250,
+    metric_set: MetricSet = METRIC_SETS[CLASSIFICATION],
 ) -> dict[str, tuple[float, float]]:
     """Paired percentile bootstrap intervals of ``metric(a) - metric(b)`` for every metric.
 
@@ -111,28 +117,35 @@ def bootstrap_difference(
     same subjects. Stacks are averaged as in :func:`bootstrap_metrics`.
 
     Shape:
-        y_true: (N,)  proba_a, proba_b: (N, K) or (S, N, K)  groups: (N,)
+        y_true: (N,)  proba_a, proba_b: (N, K) or (S, N, K); regression (N,) or (S, N)  groups: (N,)
     """
-    samples = _resampled_means(y_true, [proba_a, proba_b], groups, n_boot, seed, chunk)
+    samples = _resampled_means(y_true, [proba_a, proba_b], groups, n_boot, seed, chunk, metric_set)
     return {m: percentile_interval(v[0] - v[1], confidence) for m, v in samples.items()}
 
 
 def _resampled_means(
-    y_true: np.ndarray, probas: list[np.ndarray], groups: np.ndarray | None, n_boot: int, seed: int, chunk: int
+    y_true: np.ndarray,
+    probas: list[np.ndarray],
+    groups: np.ndarray | None,
+    n_boot: int,
+    seed: int,
+    chunk: int,
+    metric_set: MetricSet,
 ) -> dict[str, np.ndarray]:
     """Each metric of each prediction stack (averaged over the stack), on the same resamples.
 
     Shape:
-        probas: each (N, K) or (S, N, K)  returns: each metric (len(probas), n_boot)
+        probas: each (N, K) or (S, N, K) (regression: (N,) or (S, N))  returns: each metric (len(probas), n_boot)
     """
     if n_boot < 1:
         raise ValueError(f"n_boot={n_boot} must be positive")
-    stacks = [np.asarray(p)[None] if np.ndim(p) == 2 else np.asarray(p) for p in probas]
+    single = metric_set.prediction_ndim + 1  # the ndim of one classifier's predictions, unstacked
+    stacks = [np.asarray(p)[None] if np.ndim(p) == single else np.asarray(p) for p in probas]
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    samples: dict[str, list[np.ndarray]] = {m: [] for m in metric_set.names}
     for start in range(0, n_boot, chunk):
         weights = resample_weights(len(y_true), min(chunk, n_boot - start), rng, groups)
-        per_stack = [[weighted_metrics(y_true, p, weights) for p in stack] for stack in stacks]
-        for name in METRICS:
+        per_stack = [[metric_set.weighted(y_true, p, weights) for p in stack] for stack in stacks]
+        for name in metric_set.names:
             samples[name].append(np.stack([np.mean([m[name] for m in members], axis=0) for members in per_stack]))
     return {m: np.concatenate(v, axis=1) for m, v in samples.items()}

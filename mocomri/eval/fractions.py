@@ -5,6 +5,10 @@ encoder helps when labels are scarce. The subset is drawn by subject (a subject'
 scans are either all in or all out, as they would be if only some subjects had been labelled),
 stratified by label (each class keeps its share of subjects), and always holds at least one
 item of every class so that every classifier sees every class.
+
+A regression target has no classes: its subjects are stratified by quantile bin of their mean
+target instead (:func:`sample_target_fraction`), so that even a small fraction spans the range of
+the target rather than, by chance, only its middle.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+TARGET_BINS = 5  # quantile bins of a regression target: quintiles of the subjects' targets
 
 
 def sample_label_fraction(
@@ -64,3 +70,33 @@ def sample_label_fraction(
             candidates = np.flatnonzero(~chosen & (counts[:, c] > 0))
             chosen[rng.choice(candidates)] = True
     return np.flatnonzero(chosen[subject_of_item])
+
+
+def target_bins(targets: np.ndarray, groups: np.ndarray, bins: int = TARGET_BINS) -> np.ndarray:
+    """Each item's quantile bin of its subject's mean target, in ``[0, bins)``.
+
+    The edges are the quantiles of the subjects' mean targets (one value per subject, however
+    many items a subject has); subjects with equal targets share a bin, so a bin may be empty.
+
+    Shape:
+        targets, groups: (N,)  returns: (N,) int
+    """
+    if bins < 1:
+        raise ValueError(f"bins={bins} must be positive")
+    targets, groups = np.asarray(targets, dtype=float), np.asarray(groups)
+    _, subject_of_item = np.unique(groups, return_inverse=True)
+    subject_mean = np.bincount(subject_of_item, weights=targets) / np.bincount(subject_of_item)  # (S,)
+    edges = np.quantile(subject_mean, np.linspace(0, 1, bins + 1)[1:-1])  # (bins - 1,) inner edges
+    return np.searchsorted(edges, subject_mean, side="right")[subject_of_item]
+
+
+def sample_target_fraction(
+    targets: np.ndarray, groups: np.ndarray, fraction: float, seed: int, bins: int = TARGET_BINS
+) -> np.ndarray:
+    """Indices of the items of a subject-grouped ``fraction`` of the subjects, stratified by
+    quantile bin of the target (:func:`target_bins`): at least one subject per bin.
+
+    Shape:
+        targets, groups: (N,)  returns: (M,) with M <= N
+    """
+    return sample_label_fraction(target_bins(targets, groups, bins), groups, fraction, seed)

@@ -66,13 +66,7 @@ def fit_linear_probe(
     """
     # The scaler (and PCA) use no labels; they are fitted once on the whole training subset,
     # and the cross-validation selects only C.
-    steps: list = [StandardScaler()]
-    if pca_components is not None:
-        n = min(pca_components, features.shape[0], features.shape[1])
-        # Not whitened: rescaling every component to unit variance would give the many
-        # noise components as much weight as the few informative ones.
-        steps.append(PCA(n_components=n, random_state=seed))
-    reducer = make_pipeline(*steps).fit(features)
+    reducer = fit_feature_reducer(features, pca_components, seed)
     z = reducer.transform(features)  # (N, F')
     classifier = LogisticRegression(C=1.0, max_iter=max_iter)
 
@@ -98,7 +92,23 @@ def fit_linear_probe(
     return Pipeline([*reducer.steps, ("logisticregression", classifier)])
 
 
-def _similarity_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
+def fit_feature_reducer(features: np.ndarray, pca_components: int | None = None, seed: int = 0) -> Pipeline:
+    """``StandardScaler -> [PCA]`` fitted on the training features; the probes' first steps.
+
+    Shape:
+        features: (N, F)
+    """
+    steps: list = [StandardScaler()]
+    if pca_components is not None:
+        n = min(pca_components, features.shape[0], features.shape[1])
+        # Not whitened: rescaling every component to unit variance would give the many
+        # noise components as much weight as the few informative ones.
+        steps.append(PCA(n_components=n, random_state=seed))
+    return make_pipeline(*steps).fit(features)
+
+
+def similarity_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
+    """kNN vote weights ``exp(similarity / temperature)`` from cosine distances."""
     return np.exp((1.0 - distances) / temperature)  # cosine distance = 1 - similarity
 
 
@@ -110,15 +120,25 @@ def fit_knn_probe(
     Shape:
         features: (N, F)  labels: (N,)
     """
+    return cosine_knn(KNeighborsClassifier, features, labels, k=k, temperature=temperature)
+
+
+def cosine_knn(estimator: type, features: np.ndarray, targets: np.ndarray, *, k: int, temperature: float) -> Pipeline:
+    """``StandardScaler -> estimator`` (scikit-learn's kNN classifier or regressor) over cosine
+    distances, each neighbour weighted by ``exp(similarity / temperature)``, fitted.
+
+    Raises:
+        ValueError: ``k`` below 1.
+    """
     if k < 1:
         raise ValueError(f"knn k={k} must be positive")
-    knn = KNeighborsClassifier(
-        n_neighbors=min(k, len(labels)),
+    knn = estimator(
+        n_neighbors=min(k, len(targets)),
         metric="cosine",
         algorithm="brute",
-        weights=functools.partial(_similarity_weights, temperature=temperature),
+        weights=functools.partial(similarity_weights, temperature=temperature),
     )
-    return make_pipeline(StandardScaler(), knn).fit(features, labels)
+    return make_pipeline(StandardScaler(), knn).fit(features, targets)
 
 
 def predict_proba(model: Pipeline, features: np.ndarray, n_classes: int) -> np.ndarray:

@@ -4,6 +4,12 @@ Everything a run needs to continue after a crash lives in its checkpoint (model,
 encoder, queue, optimiser, grad scaler, step, RNG states); the data order and augmentation
 seeds are pure functions of the step (:class:`~mocomri.train.sampler.ResumableSampler`), so a
 resumed run draws the same batches an uninterrupted one would have.
+
+A run resumes only under the config its checkpoint was computed with, give or take the keys of
+:data:`~mocomri.config.CHANGES_ALLOWED_ON_RESUME`; another config is refused before anything in
+the run directory changes. A run started over (``resume=False``) first moves the previous run's
+outputs to ``RUN_DIR/previous/<time>/``. A fresh run's encoders start from ``model.init``'s weights when it is set
+(:mod:`mocomri.models.initial_weights`); a resumed run restores its checkpoint instead.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mocomri.config import Config, config_to_dict, save_config
+from mocomri.config import Config, config_changes, config_to_dict, save_config
 from mocomri.data.datasets import build_pretrain_dataset
 from mocomri.data.manifest import Manifest, read_manifest
-from mocomri.errors import MocomriError
+from mocomri.errors import ConfigError, MocomriError
 from mocomri.files import file_digest
 from mocomri.models import MoCo, encoder_from_config, spatial_dims_of
+from mocomri.models.initial_weights import InitialWeights, read_initial_weights
 from mocomri.models.momentum import MOMENTUM_SCHEDULES
 from mocomri.train.checkpoint import (
     atomic_save,
@@ -81,10 +88,19 @@ class PretrainResult:
     stopped_early: bool
 
 
-def build_model(cfg: Config) -> MoCo:
-    """The MoCo module a config describes, on the CPU."""
+def build_model(cfg: Config, init: InitialWeights | None = None) -> MoCo:
+    """The MoCo module a config describes, on the CPU.
+
+    Args:
+        init: the weights both encoders start from (``model.init``, read and checked by
+            :func:`~mocomri.models.initial_weights.read_initial_weights`); None: random init. The
+            projection heads always start new: they are specific to a pretraining run.
+    """
+    # Drawn at random even when init replaces it: the heads then draw what they would under random init.
     backbone, feature_dim = encoder_from_config(cfg.model)
-    return MoCo(
+    if init is not None:
+        backbone.load_state_dict(init.state)
+    return MoCo(  # the momentum encoder starts as a copy of the backbone
         backbone,
         feature_dim,
         proj_dim=cfg.moco.proj_dim,
@@ -140,25 +156,29 @@ def make_runtime(cfg: Config) -> Runtime:
 def pretrain(cfg: Config, resume: bool = True, monitor: MonitorFactory | None = None) -> PretrainResult:
     """Runs (or resumes) MoCo pretraining as ``cfg`` describes; returns where it wrote.
 
-    Writes into ``cfg.train.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``tb/``,
-    ``checkpoints/`` and, at the end, ``encoder.pt`` (the backbone's weights only) and
-    ``summary.json``. ``monitor`` builds the monitor the run logs as ``knn_acc`` (on the main
-    rank, where ``log.knn_monitor`` is set); without one the run logs none.
+    Writes into ``cfg.train.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``
+    and, at the end, ``encoder.pt`` (the backbone's weights only) and ``summary.json``. ``monitor``
+    builds the monitor the run logs as ``knn_acc`` (on the main rank, where ``log.knn_monitor`` is
+    set); without one the run logs none. Resuming, starting over, ``model.init``: the module docstring.
 
     Raises:
+        ConfigError: the checkpoint to resume was computed with another config (the run directory is
+            left as it was), or ``model.init``'s weights do not fit ``model`` (FileNotFoundError: there are none).
         NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
         CollapsedRunError: the embeddings collapsed and ``train.stop_on_collapse`` is set (the
             last good checkpoint is kept).
     """
     rt = make_runtime(cfg)
     run_dir = Path(cfg.train.out_dir)
+    start = _Start.of(run_dir, cfg, resume)  # before any data is read or file written (a refusal changes nothing)
     seed_everything(cfg.train.seed + rt.rank, cfg.train.deterministic)
-    inputs = _Inputs(cfg, rt, run_dir)
+    inputs = _Inputs(cfg, rt)
+    _open_run_dir(run_dir, cfg, rt, start_over=not resume)
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * inputs.steps_per_epoch)
-    model = build_model(cfg).to(rt.device, memory_format=inputs.memory_format)
+    model = build_model(cfg, start.init).to(rt.device, memory_format=inputs.memory_format)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
-    start_step = _restore(run_dir, model, optimizer, scaler, cfg, rt, total_steps) if resume else 0
+    start_step = _restore(start, model, optimizer, scaler, cfg, rt, total_steps)
     net = _wrap(model, cfg, rt)
     peak_lr = scaled_lr(cfg.optim.lr, cfg.train.batch_size * rt.world_size)
     warmup_steps = cfg.optim.warmup_epochs * inputs.steps_per_epoch
@@ -186,13 +206,13 @@ def pretrain(cfg: Config, resume: bool = True, monitor: MonitorFactory | None = 
         if done % cfg.log.every_steps == 0 or done % inputs.steps_per_epoch == 0 or checkpoint_due:
             watch.log(done, out, lr=lr, momentum=m)  # raises NonFiniteLossError, CollapsedRunError
         if checkpoint_due and watch.checkpoint_allowed(last_step):
-            _save(run_dir, done, model, optimizer, scaler, cfg, rt)
+            _save(run_dir, done, model, optimizer, scaler, cfg, rt, start.init_sha1)
         watch.after_step(done, model.backbone, last_step)  # the kNN monitor and the epoch line
         if out_of_time:
             watch.out_of_time(done)
             break
     final_step = step + 1 if total_steps > start_step else start_step
-    return _finish(run_dir, model, watch, final_step, rt)
+    return _finish(run_dir, model, watch, final_step, rt, start.init_sha1)
 
 
 class _Inputs:
@@ -204,7 +224,7 @@ class _Inputs:
     and the run says so.
     """
 
-    def __init__(self, cfg: Config, rt: Runtime, run_dir: Path):
+    def __init__(self, cfg: Config, rt: Runtime):
         self.rt = rt
         self.manifest = read_manifest(cfg.data.manifest)
         self.dataset = build_pretrain_dataset(self.manifest, cfg.data, cfg.augment, cfg.data.pretrain_splits)
@@ -217,9 +237,6 @@ class _Inputs:
             if unmasked and rt.is_main:
                 print(f"note: {plan.message(cfg.moco.mask_max_share)}")
         self.subject_id = subject_id.to(rt.device)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if rt.is_main:
-            save_config(cfg, run_dir / "config.yaml")
         if rt.is_main and cfg.moco.queue_size >= len(self.dataset) and (unmasked or not cfg.moco.mask_same_subject):
             warnings.warn(
                 f"moco.queue_size={cfg.moco.queue_size} >= {len(self.dataset)} pretraining items: keys of a query's own "
@@ -251,12 +268,69 @@ class _Inputs:
         return view_q, view_k, self.subject_id[batch["subject"].to(self.rt.device, non_blocking=True)]
 
 
-def _restore(run_dir: Path, model: MoCo, optimizer, scaler, cfg: Config, rt: Runtime, total_steps: int) -> int:
-    """Loads the run directory's last checkpoint, if any, into the run's state; returns its step."""
-    ckpt_path = last_checkpoint(run_dir)
-    if ckpt_path is None:
+@dataclass
+class _Start:
+    """Where a run starts: the checkpoint it resumes from, or step 0 from ``model.init``'s weights
+    (or random init)."""
+
+    checkpoint: Path | None = None
+    state: dict | None = None  # the checkpoint's, until restored
+    init: InitialWeights | None = None
+    init_sha1: str = ""  # of model.init's file; every checkpoint carries it on to summary.json
+
+    @classmethod
+    def of(cls, run_dir: Path, cfg: Config, resume: bool) -> _Start:
+        """Reads the run directory's last checkpoint (with ``resume``) and checks it was computed
+        with ``cfg``; without one, reads and checks ``model.init``'s weights.
+
+        Raises:
+            ConfigError: the checkpoint's config differs from ``cfg`` in a key outside
+                :data:`~mocomri.config.CHANGES_ALLOWED_ON_RESUME` (the message names each with
+                both values), or the weights do not fit ``cfg.model``.
+            FileNotFoundError: ``model.init`` names no weights.
+        """
+        path = last_checkpoint(run_dir) if resume else None
+        if path is None:
+            init = read_initial_weights(cfg.model.init, cfg.model) if cfg.model.init else None
+            return cls(init=init, init_sha1=init.sha1 if init else "")
+        # On the CPU: the RNG states must be CPU tensors; load_state_dict moves the rest.
+        state = load_checkpoint(path, map_location="cpu")
+        changes = config_changes(state["config"], config_to_dict(cfg))
+        if changes:
+            shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+            raise ConfigError(f"{run_dir} was pretrained with another config ({shown}); "
+                              "--no-resume starts it over, or set another train.out_dir")
+        return cls(checkpoint=path, state=state, init_sha1=state.get("init_sha1", ""))
+
+
+# What a run writes into its directory; a run started over moves them aside first, so that no file
+# is left beside a config.yaml that no longer describes it, and nothing of the earlier run is lost.
+_RUN_OUTPUTS = ("config.yaml", "checkpoints/*.pt", "tb/events.out.tfevents.*", "metrics.jsonl", "encoder.pt",
+                "summary.json")
+
+
+def _open_run_dir(run_dir: Path, cfg: Config, rt: Runtime, start_over: bool) -> None:
+    """Writes the resolved ``config.yaml`` (rank 0), after every check that could refuse the run;
+    with ``start_over``, first moves the previous run's outputs to ``previous/<UTC time>/``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not rt.is_main:
+        return
+    old = [path for pattern in _RUN_OUTPUTS for path in run_dir.glob(pattern)] if start_over else []
+    if old and any(p.name != "config.yaml" for p in old):
+        aside = run_dir / "previous" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for path in old:
+            target = aside / path.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+        print(f"starting over in {run_dir}: the previous run's {len(old)} file(s) moved to {aside}")
+    save_config(cfg, run_dir / "config.yaml")
+
+
+def _restore(start: _Start, model: MoCo, optimizer, scaler, cfg: Config, rt: Runtime, total_steps: int) -> int:
+    """Loads the checkpoint a run resumes from, if any, into the run's state; returns its step."""
+    if start.state is None:
         return 0
-    state = load_checkpoint(ckpt_path, map_location=rt.device)
+    state, start.state = start.state, None  # the run's own tensors hold it from here: no second copy
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
@@ -265,7 +339,7 @@ def _restore(run_dir: Path, model: MoCo, optimizer, scaler, cfg: Config, rt: Run
     if rt.rank > 0:  # the checkpoint holds rank 0's RNG; keep the ranks' streams distinct
         torch.manual_seed(cfg.train.seed * 7919 + rt.rank * 104_729 + start_step)
     if rt.is_main:
-        print(f"resuming from {ckpt_path} at step {start_step}/{total_steps}")
+        print(f"resuming from {start.checkpoint} at step {start_step}/{total_steps}")
     return start_step
 
 
@@ -281,7 +355,7 @@ def _wrap(model: MoCo, cfg: Config, rt: Runtime) -> torch.nn.Module:
     return torch.compile(net) if cfg.train.compile else net
 
 
-def _save(run_dir: Path, step: int, model: MoCo, optimizer, scaler, cfg: Config, rt: Runtime) -> None:
+def _save(run_dir: Path, step: int, model: MoCo, optimizer, scaler, cfg: Config, rt: Runtime, init_sha1: str) -> None:
     """Writes the checkpoint of ``step`` (rank 0) and waits for every rank."""
     if rt.is_main:
         state = {
@@ -290,6 +364,7 @@ def _save(run_dir: Path, step: int, model: MoCo, optimizer, scaler, cfg: Config,
             "scaler": scaler.state_dict(),
             "step": step,
             "config": config_to_dict(cfg),
+            "init_sha1": init_sha1,
             "rng": rng_state(),
         }
         save_checkpoint(run_dir, state, step, keep=cfg.train.keep_checkpoints)
@@ -393,7 +468,7 @@ class _Watch:
             tqdm.write(f"time budget of {self.cfg.train.time_budget_min} min reached at step {done}/{self.total_steps}")
 
 
-def _finish(run_dir: Path, model: MoCo, watch: _Watch, final_step: int, rt: Runtime) -> PretrainResult:
+def _finish(run_dir: Path, model: MoCo, watch: _Watch, final_step: int, rt: Runtime, init_sha1: str) -> PretrainResult:
     """Exports the encoder and writes ``summary.json`` (rank 0); closes the log."""
     watch.bar.close()
     wall = time.perf_counter() - watch.started
@@ -411,6 +486,7 @@ def _finish(run_dir: Path, model: MoCo, watch: _Watch, final_step: int, rt: Runt
             "precision": rt.precision,
             "world_size": rt.world_size,
             "encoder_sha1": file_digest(run_dir / "encoder.pt"),
+            "init_sha1": init_sha1 or None,  # the weights model.init named; None: random init
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"done: {final_step} steps in {wall / 60:.1f} min; encoder -> {run_dir / 'encoder.pt'}; tensorboard --logdir {run_dir / 'tb'}")

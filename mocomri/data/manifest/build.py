@@ -1,4 +1,5 @@
-"""The manifest recipe: scan a folder → label maps aside → pseudo-subjects where ids are missing → split → audit.
+"""The manifest recipe: scan a folder (or read a table of its files) → label maps aside → pseudo-subjects
+where ids are missing → split → audit.
 
 ``mocomri manifest`` is a thin wrapper around :func:`build_manifest`; the demo and the benchmarks
 call it directly.
@@ -27,9 +28,11 @@ from mocomri.data.manifest.near_duplicates import (
     phash_2d,
     phash_3d,
 )
-from mocomri.data.manifest.scan import LABEL_MAP, scan_root
+from mocomri.data.manifest.listing import scan_table
+from mocomri.data.manifest.scan import LABEL_MAP, check_layout_options, detect_layout, scan_root
 from mocomri.data.manifest.schema import Manifest, ManifestRow
 from mocomri.data.manifest.splits import assign_splits
+from mocomri.data.manifest.tables import read_label_table
 from mocomri.errors import DataError
 
 
@@ -209,10 +212,50 @@ def _near_duplicate_pass(root: Path, rows: list[ManifestRow], given: dict[str, i
     return rows, near
 
 
+def _label_table(root: Path, layout: str, labels: dict[str, str] | str | Path | None, id_column: str | None,
+                 label_column: str | None) -> dict[str, str] | None:
+    """The labels by subject id: a table given, or the columns named of a BIDS tree's participants.tsv.
+
+    ``--label-column`` without a table reads participants.tsv where the layout has it (BIDS), and is
+    an error elsewhere: silently dropped, it would leave every row unlabelled.
+    """
+    if isinstance(labels, (str, Path)):
+        return read_label_table(labels, id_column, label_column or "label")
+    if labels is not None or (id_column is None and label_column is None):
+        return labels
+    if layout != "bids":
+        flag = "--label-column" if label_column else "--id-column"
+        raise DataError(f"{flag} names a column of a table: give the table with --labels FILE (one row per "
+                        "subject) or --table FILE (one row per file); only a BIDS tree has one of its own "
+                        "(participants.tsv)")
+    if not (root / "participants.tsv").is_file():
+        raise DataError(f"{root}: no participants.tsv for --label-column/--id-column to read; give the table "
+                        "with --labels FILE")
+    return read_label_table(root / "participants.tsv", id_column or "participant_id", label_column or "label")
+
+
+def _scan(root: Path, layout: str, labels: dict[str, str] | str | Path | None, modality: str | None,
+          table: str | Path | None, path_column: str, id_column: str | None, label_column: str | None,
+          suffixes: set[str] | list[str] | None,
+          entities: dict[str, set[str]] | None) -> tuple[str, list[ManifestRow]]:
+    """Rows from a table of files (``table``) or from the tree under ``root``, with their labels."""
+    if table is None:
+        layout = detect_layout(root) if layout == "auto" else layout
+        check_layout_options(root, layout, labels is not None, bool(suffixes or entities))  # before reading a table
+        labels = _label_table(root, layout, labels, id_column, label_column)
+        return scan_root(root, layout, labels, modality, suffixes, entities)
+    misplaced = [flag for flag, given in (("--layout", layout not in ("auto", "table")),
+                                          ("--labels (the table's --label-column holds them)", labels is not None),
+                                          ("--suffix", bool(suffixes)), ("--filter", bool(entities))) if given]
+    if misplaced:
+        raise DataError(f"--table lists the files and their labels itself: leave out {', '.join(misplaced)}")
+    return "table", scan_table(table, root, path_column, id_column, label_column, modality)
+
+
 def build_manifest(
-    root: str | Path,
+    root: str | Path | None,
     layout: str = "auto",
-    labels: dict[str, str] | None = None,
+    labels: dict[str, str] | str | Path | None = None,
     modality: str | None = None,
     val_fraction: float | None = None,
     test_fraction: float = 0.2,
@@ -226,13 +269,22 @@ def build_manifest(
     near_threshold_3d: int | str = AUTO,
     keep_split_folders: bool = False,
     progress: bool = False,
+    table: str | Path | None = None,
+    path_column: str = "path",
+    id_column: str | None = None,
+    label_column: str | None = None,
+    suffixes: set[str] | list[str] | None = None,
+    entities: dict[str, set[str]] | None = None,
 ) -> BuildResult:
-    """Scans ``root``, assigns subjects and splits, and audits the result.
+    """Scans ``root`` (or reads the files ``table`` lists), assigns subjects and splits, and audits the result.
 
     Args:
-        root: the data folder.
-        layout: ``auto``, ``bids``, ``folders`` or ``flat`` (see :mod:`.scan`).
-        labels: subject id -> label, for layouts whose labels are in a table.
+        root: the data folder; with ``table``, the folder its relative paths are read from (None:
+            the table's folder).
+        layout: ``auto``, ``bids``, ``subjects``, ``folders`` or ``flat`` (see :mod:`.scan`).
+        labels: subject id -> label, or a CSV/TSV of them (read with ``id_column`` and
+            ``label_column``), for layouts whose labels are in a table; None: a BIDS tree's
+            participants.tsv (its ``label`` column, or ``label_column``).
         modality: the modality of every file, where the layout cannot tell.
         val_fraction: share of subjects for val; None: 0.1 for new splits, none carved from kept folders.
         test_fraction: share of subjects for test in new splits.
@@ -248,17 +300,30 @@ def build_manifest(
         near_threshold_3d: the same for NIfTI volumes (their 3D hash; ``"auto"``: up to 2).
         keep_split_folders: keep the set's split folders even when near-duplicates cross them.
         progress: tqdm bars.
+        table: a CSV/TSV listing the files, one per row (:func:`~.listing.scan_table`), instead of a scan.
+        path_column: the table's column of paths.
+        id_column: the subject id column of ``table`` or of the label table.
+        label_column: the label column of ``table`` or of the label table.
+        suffixes: BIDS only: keep the files with one of these suffixes (``T1w``).
+        entities: BIDS only: keep the files whose entities have these values (``{"acq": {"mprage"}}``).
 
     Returns:
         The :class:`BuildResult` (``str()`` is the printable report).
 
     Raises:
+        DataError: no scans; a table, a column or a file named is missing; ids of a label table
+            match nothing; a filter matches no file; options that do not apply to the layout
+            (each a one-line message naming the rows, ids or columns concerned).
         PercolationError: the set has no patient ids and, at a threshold given, one near-duplicate
             group holds more than :func:`~.near_duplicates.largest_group_limit` files.
         SplitError: a split misses its share of the files or a label (see :func:`.assign_splits`).
     """
-    root = Path(os.path.normpath(Path(root).absolute()))
-    layout, rows = scan_root(root, layout, labels, modality)
+    if root is None and table is None:
+        raise DataError("give the data folder (--root DIR) or a table of its files (--table FILE)")
+    base = Path(root) if root is not None else Path(table).parent  # type: ignore[arg-type]
+    root = Path(os.path.normpath(base.absolute()))
+    layout, rows = _scan(root, layout, labels, modality, table, path_column, id_column, label_column,
+                         suffixes, entities)
     label_maps = [r for r in rows if r.modality == LABEL_MAP]
     rows = [r for r in rows if r.modality != LABEL_MAP]
     if not rows:

@@ -4,13 +4,16 @@ Four layouts are recognised (``detect_layout``):
 
 - ``bids``: ``sub-<id>/[ses-<id>/]anat/sub-<id>[_ses-<id>]_..._<suffix>.nii.gz``; subject,
   session and modality (the suffix) come from the file name, labels from ``participants.tsv``
-  or a given table.
+  or a given table; files can be selected by suffix and by entity (``acq-mprage``, ``run-1``).
 - ``subjects``: one folder per subject of NIfTI files, one per contrast plus segmentations
   (BraTS style), optionally under split folders; subject = folder, modality = a file-name token,
   label maps and masks marked so that they are never pretraining images.
 - ``folders``: one folder per class of 2D images, optionally under split folders
   (``Training/<class>/``, ``Testing/<class>/``); label = class folder, split kept.
 - ``flat``: scans anywhere under the root, unlabelled unless a table gives labels.
+
+A label table's ids that match nothing in the tree are an error, not rows left unlabelled
+without a word. A table that lists the files themselves is read by :mod:`.listing`.
 
 Scanners return rows with ``split=""`` where the layout says nothing about splits; see
 :mod:`mocomri.data.manifest.splits` for making them.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +31,7 @@ import numpy as np
 
 from mocomri.data.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES
 from mocomri.data.manifest.schema import ManifestRow
+from mocomri.data.manifest.tables import check_ids_matched, read_label_table
 from mocomri.errors import DataError
 
 SCAN_SUFFIXES = NIFTI_SUFFIXES + IMAGE_SUFFIXES
@@ -44,7 +49,8 @@ MODALITY_TOKENS = {
 # Tokens that name label maps and masks: never pretraining images.
 LABEL_MAP_TOKENS = {"seg", "segmentation", "label", "labels", "mask", "brainmask", "otmulticlass", "aseg", "parc"}
 LABEL_MAP = "label_map"  # the modality scanners give label maps and masks; build_manifest leaves them out
-_BIDS_ENTITY = re.compile(r"(?:^|_)(sub|ses)-([A-Za-z0-9]+)")
+# BIDS index entities: their values are numbers, so run-01 is run 1.
+INDEX_ENTITIES = {"run", "echo", "flip", "inv", "chunk", "split"}
 
 
 def _strip_suffix(name: str) -> str:
@@ -65,38 +71,6 @@ def _scans_under(folder: Path) -> list[Path]:
 
 def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
-
-
-def read_label_table(path: str | Path, id_column: str | None, label_column: str) -> dict[str, str]:
-    """Reads ``id -> label`` from a CSV or TSV (the delimiter is sniffed from the extension).
-
-    Args:
-        path: the table.
-        id_column: the subject id column; None tries ``participant_id``, ``subject``, then the
-            first column.
-        label_column: the column holding the label.
-
-    Raises:
-        DataError: the file or a column is missing.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: label table not found")
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        names = reader.fieldnames or []
-        if id_column is None:
-            id_column = next((c for c in ("participant_id", "subject") if c in names), names[0] if names else "")
-        for column in (id_column, label_column):
-            if column not in names:
-                raise DataError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
-        table = {}
-        for record in reader:
-            key = (record[id_column] or "").strip()
-            if key:
-                table[key.removeprefix("sub-")] = (record[label_column] or "").strip()
-    return table
 
 
 def guess_modality(name: str) -> str:
@@ -172,41 +146,108 @@ def detect_layout(root: str | Path) -> str:
     return "flat"
 
 
-def scan_bids(root: str | Path, labels: dict[str, str] | None = None) -> list[ManifestRow]:
-    """Rows for every NIfTI file of a BIDS tree (``anat/`` and ``dwi/`` folders).
+def bids_entities(stem: str) -> tuple[dict[str, str], str]:
+    """The ``key-value`` entities and the suffix of a BIDS file name without its extension.
+
+    ``sub-01_ses-2_acq-mprage_run-1_T1w`` -> ``({"sub": "01", "ses": "2", "acq": "mprage",
+    "run": "1"}, "T1w")``; the suffix is ``""`` when the last part is an entity.
+    """
+    parts = stem.split("_")
+    entities = dict(part.split("-", 1) for part in parts if "-" in part)
+    suffix = parts[-1] if len(parts) > 1 and "-" not in parts[-1] else ""
+    return entities, suffix
+
+
+def _entity_matches(key: str, value: str | None, wanted: set[str]) -> bool:
+    if value is None:
+        return False  # a file without the entity is not selected by a filter on it
+    if key in INDEX_ENTITIES and value.isdigit():
+        return any(w.isdigit() and int(w) == int(value) for w in wanted)
+    return value in wanted
+
+
+def _found(values: list[str]) -> str:
+    return ", ".join(f"{v} ({n} file{'s' if n > 1 else ''})" for v, n in sorted(Counter(values).items())) or "none"
+
+
+def _select_bids(root: Path, files: list[tuple[Path, dict[str, str], str]], suffixes: set[str] | None,
+                 entities: dict[str, set[str]] | None) -> list[tuple[Path, dict[str, str], str]]:
+    """The files with one of ``suffixes`` and, for each filtered entity, one of its values.
+
+    Raises:
+        DataError: a suffix or an entity value matches no file of the tree (a typo would otherwise
+            select nothing, or less than meant, without a word), or no file matches them all.
+    """
+    for suffix in sorted(suffixes or ()):
+        if not any(s == suffix for _, _, s in files):
+            raise DataError(f"{root}: --suffix {suffix} matches no file of the BIDS tree "
+                            f"(suffixes found: {_found([s or '(none)' for _, _, s in files])})")
+    for key, wanted in sorted((entities or {}).items()):
+        for value in sorted(wanted):
+            if not any(_entity_matches(key, e.get(key), {value}) for _, e, _ in files):
+                raise DataError(f"{root}: --filter {key}={value} matches no file of the BIDS tree "
+                                f"({key} values found: {_found([e[key] for _, e, _ in files if key in e])})")
+    kept = [(p, e, s) for p, e, s in files
+            if (not suffixes or s in suffixes)
+            and all(_entity_matches(k, e.get(k), wanted) for k, wanted in (entities or {}).items())]
+    if not kept:
+        asked = [f"--suffix {','.join(sorted(suffixes))}"] if suffixes else []
+        asked += [f"--filter {k}={','.join(sorted(v))}" for k, v in sorted((entities or {}).items())]
+        raise DataError(f"{root}: no file of the BIDS tree matches {' and '.join(asked)} together "
+                        f"(each matches some files of the {len(files)}, but not the same ones)")
+    return kept
+
+
+def scan_bids(
+    root: str | Path,
+    labels: dict[str, str] | None = None,
+    suffixes: set[str] | list[str] | None = None,
+    entities: dict[str, set[str]] | None = None,
+) -> list[ManifestRow]:
+    """Rows for the NIfTI files of a BIDS tree (``anat/`` and ``dwi/`` folders).
 
     Args:
         root: the BIDS root (the folder with ``sub-*`` folders).
         labels: subject id (without ``sub-``) -> label; None reads the ``label`` column of
             ``participants.tsv`` when there is one.
+        suffixes: keep only files with one of these suffixes (``T1w``: the modality); None keeps all.
+        entities: keep only files whose entity ``key`` has one of the values given for it, for
+            every key (``{"acq": {"mprage"}, "run": {"1"}}``); index entities (``run``, ``echo``,
+            ...) compare as numbers; a file without a filtered entity is left out.
+
+    Raises:
+        DataError: a suffix or entity value matches no file, or an id of ``labels`` (or of
+            ``participants.tsv``) is no subject of the tree.
     """
     root = Path(root)
     if labels is None and (root / "participants.tsv").is_file():
-        with open(root / "participants.tsv", newline="", encoding="utf-8") as f:
+        with open(root / "participants.tsv", newline="", encoding="utf-8-sig") as f:
             has_label = "label" in (csv.DictReader(f, delimiter="\t").fieldnames or [])
         if has_label:
             labels = read_label_table(root / "participants.tsv", "participant_id", "label")
-    labels = labels or {}
-    rows = []
+    if labels:
+        subjects = {p.name.removeprefix("sub-") for p in root.glob("sub-*") if p.is_dir()}
+        check_ids_matched(labels, set(labels) & subjects, f"subject folder of {root}",
+                          "an id is a BIDS subject label, with or without 'sub-'")
+    files = []
     for path in sorted(root.glob("sub-*/**/*")):
         if not (_is_scan(path) and path.name.lower().endswith(NIFTI_SUFFIXES)):
             continue
         if path.parent.name not in ("anat", "dwi"):
             continue
-        stem = _strip_suffix(path.name)
-        entities = dict(_BIDS_ENTITY.findall(stem))
-        if "sub" not in entities:
-            continue
-        subject = entities["sub"]
-        rows.append(ManifestRow(
-            path=_rel(path, root),
-            subject=subject,
-            session=entities.get("ses", ""),
-            modality=stem.rsplit("_", 1)[-1] if "_" in stem else "unknown",
-            label=labels.get(subject, ""),
-            split="",
-        ))
-    return rows
+        found, suffix = bids_entities(_strip_suffix(path.name))
+        if "sub" in found:
+            files.append((path, found, suffix))
+    if suffixes or entities:
+        files = _select_bids(root, files, set(suffixes or ()), entities)
+    return [ManifestRow(
+        path=_rel(path, root),
+        subject=found["sub"],
+        session=found.get("ses", ""),
+        modality=suffix or "unknown",
+        label=(labels or {}).get(found["sub"], ""),
+        split="",
+    ) for path, found, suffix in files]
 
 
 def scan_class_folders(root: str | Path, modality: str = "unknown") -> list[ManifestRow]:
@@ -258,13 +299,16 @@ def scan_subject_folders(
         labels: subject (folder name) -> label.
 
     Raises:
-        DataError: ``root`` is not such a tree.
+        DataError: ``root`` is not such a tree, or an id of ``labels`` names no subject folder.
     """
     root = Path(root)
     scans = _subject_folder_scans(root)
     if scans is None:
         raise DataError(f"{root}: not a folder-per-subject tree of NIfTI files (two or more per subject folder, "
                         "optionally under train/val/test folders, a contrast named in the file names)")
+    if labels:
+        check_ids_matched(labels, set(labels) & {p.parent.name for p in scans}, f"subject folder of {root}",
+                          "an id is the name of a subject's folder")
     rows = []
     for path in scans:
         parts = path.relative_to(root).parts
@@ -280,6 +324,29 @@ def scan_subject_folders(
     return rows
 
 
+def _flat_subject(path: Path, root: Path, exact: dict[str, str], by_length: list[str]) -> tuple[str, str | None]:
+    """``(subject, id)`` of a file of a flat folder, ``id`` None when no id of the table names it.
+
+    An id that names the file itself (its path under the root or its name, with the extension)
+    keys files, not patients: the file is its own subject. An id equal to the name without its
+    extension, or the longest id the name starts with, is the subject.
+    """
+    rel, stem = _rel(path, root), _strip_suffix(path.name)
+    for key in (rel, path.name):
+        if key in exact:
+            return _strip_suffix(rel), exact[key]
+    for key in (_strip_suffix(rel), stem):
+        if key in exact:
+            return exact[key], exact[key]
+    for name in (stem, stem.removeprefix("sub-")):  # label tables drop a BIDS 'sub-'
+        match = next((i for i in by_length if name.startswith(i)), None)
+        if match is not None:
+            return match, match
+    tokens = re.split(r"([-_.])", stem)
+    cut = next((i for i, t in enumerate(tokens) if i > 0 and t.lower() in MODALITY_TOKENS), None)
+    return ("".join(tokens[: cut - 1]) if cut else stem), None
+
+
 def scan_flat(
     root: str | Path,
     labels: dict[str, str] | None = None,
@@ -288,31 +355,56 @@ def scan_flat(
     """Rows for scans anywhere under a folder with no layout to read (unlabelled by default).
 
     The subject is the file name up to its modality token (``IXI012-HH-1211-T1_ds.nii.gz`` ->
-    ``IXI012-HH-1211``) or, when ``labels`` is given, the table id that the name starts with.
+    ``IXI012-HH-1211``) or, when ``labels`` is given, the table id that names the file: its path
+    under the root or its name (with the extension: the file is then its own subject), the name
+    without the extension, or the start of the name (the longest such id).
 
     Args:
         root: the folder.
-        labels: subject id -> label, matched as a prefix of the file name.
+        labels: id -> label, an id matched to files as above.
         modality: the modality of every file; None guesses it from the file name.
+
+    Raises:
+        DataError: an id of ``labels`` names no file.
     """
     root = Path(root)
-    ids = sorted(labels or {}, key=len, reverse=True)
-    rows = []
+    labels = labels or {}
+    exact = {i: i for i in labels}
+    by_length = sorted(labels, key=len, reverse=True)
+    rows, matched = [], set()
     for path in _scans_under(root):
-        stem = _strip_suffix(path.name)
-        subject = next((i for i in ids if stem.startswith(i)), None)
-        if subject is None:
-            tokens = re.split(r"([-_.])", stem)
-            cut = next((i for i, t in enumerate(tokens) if i > 0 and t.lower() in MODALITY_TOKENS), None)
-            subject = "".join(tokens[: cut - 1]) if cut else stem
+        subject, key = _flat_subject(path, root, exact, by_length)
+        if key is not None:
+            matched.add(key)
         rows.append(ManifestRow(
             path=_rel(path, root),
             subject=subject,
             modality=modality or guess_modality(path.name),
-            label=(labels or {}).get(subject, ""),
+            label=labels.get(key, "") if key is not None else "",
             split="",
         ))
+    if labels:
+        check_ids_matched(labels, matched, f"file under {root}",
+                          "an id matches a file by its path under the root, its name (with or without the "
+                          "extension), or the start of its name")
     return rows
+
+
+def check_layout_options(root: str | Path, layout: str, labels: bool, selecting: bool) -> None:
+    """Raises DataError for options that the layout would ignore without a word.
+
+    Args:
+        root: the data root, for the message.
+        layout: the layout scanned.
+        labels: a label table is given.
+        selecting: a BIDS suffix or entity filter is given.
+    """
+    if selecting and layout != "bids":
+        raise DataError(f"{root}: --suffix and --filter select files of a BIDS tree by name; this is a {layout!r} "
+                        "layout (choose files with --table FILE.csv instead)")
+    if labels and layout == "folders":
+        raise DataError(f"{root}: --labels does not apply to a class-per-folder tree, whose labels are its "
+                        "folder names (for labels of your own, list the files with --table FILE.csv)")
 
 
 def scan_root(
@@ -320,11 +412,21 @@ def scan_root(
     layout: str = "auto",
     labels: dict[str, str] | None = None,
     modality: str | None = None,
+    suffixes: set[str] | list[str] | None = None,
+    entities: dict[str, set[str]] | None = None,
 ) -> tuple[str, list[ManifestRow]]:
-    """Detects the layout (unless given) and scans it. Returns ``(layout, rows)``."""
+    """Detects the layout (unless given) and scans it. Returns ``(layout, rows)``.
+
+    ``suffixes`` and ``entities`` select files of a BIDS tree (:func:`scan_bids`).
+
+    Raises:
+        DataError: no scans; labels for a class-per-folder tree (its labels are its folders);
+            a suffix or entity filter on another layout than BIDS.
+    """
     layout = detect_layout(root) if layout == "auto" else layout
+    check_layout_options(root, layout, labels is not None, bool(suffixes or entities))
     if layout == "bids":
-        rows = scan_bids(root, labels)
+        rows = scan_bids(root, labels, suffixes, entities)
     elif layout == "subjects":
         rows = scan_subject_folders(root, labels)
     elif layout == "folders":
