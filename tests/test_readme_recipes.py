@@ -103,4 +103,6 @@ def test_readme__recipe_runs_as_written(folder: str, workdir: Path, monkeypatch:
     run = workdir / "runs" / folder
     assert (run / "encoder.pt").is_file()
     metrics = json.loads((run / "probe" / "metrics.json").read_text())
-    assert {"moco", "random_init"} <= set(json.dumps(metrics).replace('"', " ").split())
+    assert {"moco", "random_init", "raw_pixels"} <= set(metrics["methods"])
+    for fraction in ("0.01", "0.1", "1.0"):  # the probe's default label fractions, each scored
+        assert 0.0 <= metrics["methods"]["moco"][fraction]["accuracy"]["mean"] <= 1.0
